@@ -1,0 +1,265 @@
+"""The `runtime-facts` command line (SPEC §9). Every command: --help, --json, stable exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from runtime_facts.config import Settings
+from runtime_facts.errors import ExitCode, RuntimeFactsError
+from runtime_facts.home import Home
+
+app = typer.Typer(
+    help="Runtime reachability evidence: stage batches in CAS, ingest them into Delta facts.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+cas_app = typer.Typer(help="Stage and verify objects in the content-addressed store.", no_args_is_help=True)
+facts_app = typer.Typer(help="Read cumulative runtime facts.", no_args_is_help=True)
+app.add_typer(cas_app, name="cas")
+app.add_typer(facts_app, name="facts")
+
+out = Console()
+err = Console(stderr=True)
+
+HomeOpt = Annotated[
+    str | None,
+    typer.Option("--home", envvar="RUNTIME_FACTS_HOME", help="Home directory (default ./var)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+class State:
+    """Options shared by every command."""
+
+    home: str | None = None
+    json: bool = False
+
+
+STATE = State()
+
+
+@app.callback()
+def _main(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    STATE.home = home
+    STATE.json = json_out
+
+
+def _home(home: str | None) -> Home:
+    return Home(Settings.load(home or STATE.home))
+
+
+def _emit(doc: Any, json_out: bool) -> None:
+    if json_out or STATE.json:
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+
+
+def _fail(exc: RuntimeFactsError, json_out: bool) -> None:
+    if json_out or STATE.json:
+        _emit({"error": exc.reason, "message": exc.message, "hint": exc.hint}, True)
+    else:
+        err.print(f"[bold red]error[/] {escape(f'[{exc.reason}]')} {escape(exc.message)}", highlight=False)
+        if exc.hint:
+            err.print(f"  [dim]hint:[/] {escape(exc.hint)}", highlight=False)
+    raise typer.Exit(int(exc.exit_code))
+
+
+@cas_app.command("put")
+def cas_put(
+    file: Annotated[Path, typer.Argument(help="A gzip NDJSON batch (.ndjson.gz).")],
+    tenant: Annotated[str, typer.Option(help="Tenant, lower-case [a-z0-9][a-z0-9._-]*.")],
+    callgraph_id: Annotated[str, typer.Option("--callgraph-id", help="Callgraph the batch belongs to.")],
+    image_digest: Annotated[str | None, typer.Option("--image-digest")] = None,
+    scan_id: Annotated[str | None, typer.Option("--scan-id")] = None,
+    component: Annotated[str | None, typer.Option("--component")] = None,
+    version: Annotated[str | None, typer.Option("--version")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stage a batch in CAS and print its cas:// URI.
+
+    Example: runtime-facts cas put batch.ndjson.gz --tenant acme --callgraph-id cg-1 --scan-id s-42
+    """
+    from runtime_facts.jobs.stage import stage_batch
+    from runtime_facts.subject import SubjectContext
+
+    try:
+        ctx = SubjectContext(tenant, callgraph_id, image_digest, scan_id, component, version)
+        result = stage_batch(_home(home), file, ctx)
+    except RuntimeFactsError as exc:
+        _fail(exc, json_out)
+        return
+    if json_out or STATE.json:
+        _emit({**result.__dict__, "subject_key": ctx.subject_key}, True)
+    else:
+        sys.stdout.write(result.uri + "\n")
+        if not result.created:
+            err.print("[dim]already staged: nothing written[/]")
+
+
+@cas_app.command("verify")
+def cas_verify(
+    digests: Annotated[list[str] | None, typer.Argument(help="Runtime batch digests to check.")] = None,
+    all_objects: Annotated[bool, typer.Option("--all", help="Rehash every object.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rehash CAS objects; exit 3 if any does not match its address.
+
+    Example: runtime-facts cas verify --all
+    """
+    from runtime_facts.jobs.stage import verify_cas
+
+    h = _home(home)
+    shas = None if all_objects or not digests else digests
+    report = verify_cas(h, shas)
+    if json_out or STATE.json:
+        _emit({"checked": report.checked, "ok": report.ok, "bad": report.bad}, True)
+    else:
+        for kind, sha, reason in report.bad:
+            err.print(f"[red]{reason}[/] cas://reachability/{kind}/{sha}", highlight=False)
+        out.print(f"checked {report.checked} objects: {'ok' if report.ok else f'{len(report.bad)} bad'}")
+    raise typer.Exit(ExitCode.OK if report.ok else ExitCode.REJECTED)
+
+
+@app.command("ingest")
+def ingest_cmd(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's batches.")] = None,
+    allow_partial: Annotated[
+        bool, typer.Option("--allow-partial", help="Quarantine bad lines, ingest the rest.")
+    ] = False,
+    sealed: Annotated[bool, typer.Option("--sealed", help="Sealed mode: verified evidence only.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ingest every staged batch not yet ingested; exit 3 if any batch was rejected.
+
+    Example: runtime-facts ingest --tenant acme
+    """
+    from runtime_facts.jobs.ingest import BatchOutcome, discover_pending, ingest
+
+    h = _home(home)
+    quiet = json_out or STATE.json
+    try:
+        todo = discover_pending(h, tenant)
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=quiet or not todo,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("ingesting", total=len(todo))
+
+            def tick(outcome: BatchOutcome) -> None:
+                progress.advance(task)
+                if outcome.status == "rejected" and not quiet:
+                    err.print(
+                        f"[yellow]rejected[/] {outcome.batch_sha256[:16]}… "
+                        f"{escape(', '.join(outcome.reason_codes))}: {escape(str(outcome.detail))}",
+                        highlight=False,
+                    )
+
+            summary = ingest(
+                h,
+                todo,
+                tenant=tenant,
+                allow_partial=allow_partial or None,
+                sealed=sealed or None,
+                on_batch=tick,
+            )
+    except RuntimeFactsError as exc:
+        _fail(exc, json_out)
+        return
+    if quiet:
+        _emit(summary.to_dict(), True)
+    else:
+        out.print(
+            f"batches {summary.batches} (accepted {summary.accepted}, rejected {summary.rejected}, "
+            f"duplicate {summary.duplicate}) · events {summary.events} · keys {summary.keys} · "
+            f"rejected lines {summary.rejected_lines}",
+            highlight=False,
+        )
+    raise typer.Exit(ExitCode.REJECTED if summary.rejected else ExitCode.OK)
+
+
+@facts_app.command("list")
+def facts_list(
+    tenant: Annotated[str, typer.Option(help="Tenant.")],
+    subject: Annotated[str, typer.Option(help="Subject key, e.g. scan:s-42 or image:sha256:…")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the cumulative facts of one subject.
+
+    Example: runtime-facts facts list --tenant acme --subject scan:s-42
+    """
+    from runtime_facts.jobs.facts import list_facts
+
+    try:
+        facts = list_facts(_home(home), tenant, subject)
+    except RuntimeFactsError as exc:
+        _fail(exc, json_out)
+        return
+    if json_out or STATE.json:
+        _emit(facts.to_dicts(), True)
+        return
+    table = Table(title=f"{subject} ({facts.height} keys)")
+    cols = ["symbol_id", "code_id", "loader_base", "hit_count", "event_count", "batch_count",
+            "first_observed_at", "last_observed_at"]  # fmt: skip
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for row in facts.select(cols).iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
+    out.print(table)
+
+
+@app.command("generate")
+def generate_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the .ndjson.gz chunks.")],
+    events: Annotated[int, typer.Option(help="Number of events.")] = 10_000,
+    symbols: Annotated[int, typer.Option(help="Symbol pool size (Zipf-skewed).")] = 2_000,
+    code_ids: Annotated[int, typer.Option("--code-ids", help="Code id pool size.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    events_per_chunk: Annotated[int | None, typer.Option("--events-per-chunk")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate realistic batches deterministically (same seed, same bytes).
+
+    Example: runtime-facts generate --out /tmp/batches --events 100000
+    """
+    from runtime_facts.generate import GeneratorSpec, generate_batches
+
+    spec = GeneratorSpec(
+        events=events, symbols=symbols, code_ids=code_ids, seed=seed, events_per_chunk=events_per_chunk
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, chunk in enumerate(generate_batches(spec)):
+        path = out_dir / f"batch-{seed}-{i:05d}.ndjson.gz"
+        path.write_bytes(chunk)
+        paths.append(str(path))
+    if json_out or STATE.json:
+        _emit({"files": paths}, True)
+    else:
+        out.print(f"wrote {len(paths)} chunks to {out_dir}")
+
+
+def main() -> None:
+    """Entry point with exit codes for unexpected errors."""
+    try:
+        app()
+    except RuntimeFactsError as exc:  # pragma: no cover - commands catch their own
+        err.print(str(exc))
+        sys.exit(int(exc.exit_code))

@@ -1,0 +1,95 @@
+"""One typed settings object. Env vars: `RUNTIME_FACTS__SECTION__KEY`; home: `RUNTIME_FACTS_HOME`."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class IngestSettings(BaseModel):
+    """Limits and policy for validating and ingesting batches."""
+
+    max_batch_bytes: int = 10 * MIB
+    """Largest compressed batch accepted (SPEC §1: 10 MiB)."""
+    max_decompressed_bytes: int = 512 * MIB
+    """Hard cap on decompressed bytes per batch: a gzip bomb stops here."""
+    max_compression_ratio: int = 200
+    """Decompressed/compressed ratio above which a batch is a bomb (checked past 16 MiB)."""
+    max_line_bytes: int = 256 * 1024
+    """Longest NDJSON line accepted (`line_too_long`)."""
+    max_nesting_depth: int = 32
+    """Deepest JSON nesting accepted in one event (`nesting_too_deep`)."""
+    max_number_digits: int = 64
+    """Longest numeric literal accepted (`number_too_long`)."""
+    allow_partial: bool = False
+    """Quarantine bad lines and ingest the rest, instead of rejecting the whole batch."""
+    sealed: bool = False
+    """Sealed mode: only batches with a verified CAS digest (and signed kits) are accepted."""
+    workers: int = 2
+    """Batches validated in parallel by one `ingest` process."""
+
+
+class ScoreSettings(BaseModel):
+    """Reachability lattice score constants (SPEC §5)."""
+
+    weight_unreachable: float = 0.0
+    weight_entrypoint: float = 1.0
+    weight_runtime: float = 0.45
+    weight_direct: float = 0.85
+    weight_unknown: float = 0.5
+    direct_max_path_length: int = 2
+    confidence_reachable: float = 0.75
+    runtime_bonus: float = 0.15
+    confidence_unreachable: float = 0.25
+    confidence_min: float = 0.05
+    confidence_max: float = 0.99
+    min_observation_window_days: float = 7.0
+    """A node without hits is RuntimeUnobserved only after this much observed time."""
+
+
+class RetentionSettings(BaseModel):
+    """How long facts and CAS objects are kept (SPEC §7)."""
+
+    retention_days: int = 30
+    """Facts are kept hot while `last_observed_at` is newer than this."""
+    cas_retention_days: int = 180
+    """CAS objects older than this are deleted unless still referenced."""
+
+
+class OfflineSettings(BaseModel):
+    """Offline-kit verification."""
+
+    public_key: str | None = None
+    """Ed25519 public key (base64 raw or PEM path) that kit signatures are checked against."""
+
+
+class Settings(BaseSettings):
+    """All runtime-facts settings; built inside jobs and tasks, never at DAG parse time."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RUNTIME_FACTS__", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: str = Field(
+        default="./var",
+        validation_alias=AliasChoices("RUNTIME_FACTS_HOME", "RUNTIME_FACTS__HOME", "home"),
+    )
+    """Where all state lives: a local directory or `s3://bucket/prefix`."""
+    ingest: IngestSettings = IngestSettings()
+    score: ScoreSettings = ScoreSettings()
+    retention: RetentionSettings = RetentionSettings()
+    offline: OfflineSettings = OfflineSettings()
+    schedule: str = "*/5 * * * *"
+    """Cron schedule of the ingest DAG."""
+
+    @classmethod
+    def load(cls, home: str | None = None, **overrides: object) -> Settings:
+        """Settings from the environment, with an explicit home taking precedence."""
+        settings = cls()
+        if home is not None:
+            settings = settings.model_copy(update={"home": home})
+        if overrides:
+            settings = settings.model_copy(update=overrides)
+        return settings

@@ -1,0 +1,109 @@
+"""Typed errors with stable reason codes and the CLI exit codes of SPEC §9."""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes operators script against."""
+
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2
+    REJECTED = 3
+    NOT_FOUND = 4
+
+
+class Reason(StrEnum):
+    """Stable reason codes for rejected lines, batches, kits and verifications."""
+
+    # line level
+    MISSING_SYMBOL_ID = "missing_symbol_id"
+    INVALID_SYMBOL_ID = "invalid_symbol_id"
+    INVALID_HIT_COUNT = "invalid_hit_count"
+    INVALID_JSON = "invalid_json"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_UNICODE_ESCAPE = "invalid_unicode_escape"
+    LINE_TOO_LONG = "line_too_long"
+    NOT_AN_OBJECT = "not_an_object"
+    DUPLICATE_KEY = "duplicate_key"
+    NESTING_TOO_DEEP = "nesting_too_deep"
+    NUMBER_TOO_LONG = "number_too_long"
+    INVALID_NUMBER = "invalid_number"
+    NUL_CHARACTER = "nul_character"
+    INVALID_FIELD_TYPE = "invalid_field_type"
+    INVALID_LOADER_BASE = "invalid_loader_base"
+    INVALID_PROCESS = "invalid_process"
+    INVALID_METADATA = "invalid_metadata"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    NON_MONOTONIC_TIMESTAMP = "non_monotonic_timestamp"
+    # batch level
+    BATCH_TOO_LARGE = "batch_too_large"
+    EMPTY_BATCH = "empty_batch"
+    INVALID_GZIP = "invalid_gzip"
+    TRUNCATED_GZIP = "truncated_gzip"
+    TRAILING_GARBAGE = "trailing_garbage"
+    DECOMPRESSED_TOO_LARGE = "decompressed_too_large"
+    COMPRESSION_RATIO_EXCEEDED = "compression_ratio_exceeded"
+    INVALID_LINES = "invalid_lines"
+    NO_VALID_LINES = "no_valid_lines"
+    HIT_COUNT_OVERFLOW = "hit_count_overflow"
+    CAS_DIGEST_MISMATCH = "cas_digest_mismatch"
+    CAS_MISS = "cas_miss"
+    UNKNOWN_SUBJECT = "unknown_subject"
+    NO_TABLES = "no_tables"
+    CONTEXT_CONFLICT = "context_conflict"
+    INVALID_CONTEXT = "invalid_context"
+    TENANT_MISMATCH = "tenant_mismatch"
+    SEALED_MODE_EVIDENCE_INVALID = "sealed_mode_evidence_invalid"
+    RECEIPT_CHAIN_BROKEN = "receipt_chain_broken"
+
+
+class RuntimeFactsError(Exception):
+    """Base error: a message for people, a reason code for machines, an exit code for shells."""
+
+    exit_code: ExitCode = ExitCode.UNEXPECTED
+
+    def __init__(self, reason: Reason | str, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.reason = str(reason)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"[{self.reason}] {self.message}"
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class UsageError(RuntimeFactsError):
+    """The caller asked for something malformed (bad tenant, missing subject, ...)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class RejectedError(RuntimeFactsError):
+    """Input data was rejected or a verification failed."""
+
+    exit_code = ExitCode.REJECTED
+
+
+class NotFoundError(RuntimeFactsError):
+    """A CAS object, subject or table does not exist."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class BatchRejected(RejectedError):
+    """A whole batch is rejected; carries per-line findings when there are any."""
+
+    def __init__(
+        self,
+        reason: Reason | str,
+        message: str,
+        *,
+        lines: list[tuple[int, str, str]] | None = None,
+        hint: str = "",
+    ) -> None:
+        super().__init__(reason, message, hint=hint)
+        self.lines = lines or []

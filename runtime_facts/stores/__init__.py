@@ -1,0 +1,1 @@
+"""The edges: where bytes and tables live (local directory or S3-compatible object store)."""

@@ -1,0 +1,191 @@
+"""The five Delta tables of SPEC §6, partitioned by tenant, written through deltalake."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from transforms.schema import BATCH_ROW_SCHEMA, FACT_SCHEMA, UTC_US
+
+RECEIPT_SCHEMA: dict[str, pl.DataType] = {
+    "sequence": pl.Int64(),
+    "batch_sha256": pl.String(),
+    "cas_uri": pl.String(),
+    "source": pl.String(),
+    "tenant": pl.String(),
+    "subject_key": pl.String(),
+    "callgraph_id": pl.String(),
+    "status": pl.String(),
+    "line_count": pl.Int64(),
+    "accepted_count": pl.Int64(),
+    "rejected_count": pl.Int64(),
+    "key_count": pl.Int64(),
+    "reason_codes": pl.List(pl.String()),
+    "detail": pl.String(),
+    "unknown_fields": pl.String(),
+    "compressed_bytes": pl.Int64(),
+    "decompressed_bytes": pl.Int64(),
+    "started_at": UTC_US,
+    "finished_at": UTC_US,
+    "duration_ms": pl.Float64(),
+    "table_versions": pl.String(),
+    "pipeline_version": pl.String(),
+    "prev_receipt_sha256": pl.String(),
+    "receipt_sha256": pl.String(),
+}
+
+REJECTION_TABLE_SCHEMA: dict[str, pl.DataType] = {
+    "batch_sha256": pl.String(),
+    "tenant": pl.String(),
+    "line_number": pl.Int64(),
+    "reason_code": pl.String(),
+    "detail": pl.String(),
+    "rejected_at": UTC_US,
+}
+
+STATE_SCHEMA: dict[str, pl.DataType] = {
+    "tenant": pl.String(),
+    "callgraph_id": pl.String(),
+    "subject_key": pl.String(),
+    "symbol_id": pl.String(),
+    "state": pl.String(),
+    "bucket": pl.String(),
+    "confidence": pl.Float64(),
+    "weight": pl.Float64(),
+    "score": pl.Float64(),
+    "runtime_hit_count": pl.Int64(),
+    "computed_at": UTC_US,
+    "fact_version": pl.Int64(),
+}
+
+TABLES: dict[str, dict[str, pl.DataType]] = {
+    "runtime_fact_batches": BATCH_ROW_SCHEMA,
+    "runtime_facts": FACT_SCHEMA,
+    "reachability_states": STATE_SCHEMA,
+    "ingest_receipts": RECEIPT_SCHEMA,
+    "rejections": REJECTION_TABLE_SCHEMA,
+}
+# Change data feed on the append-only batch table lets the fold read exactly what is new.
+_CONFIG = {"runtime_fact_batches": {"delta.enableChangeDataFeed": "true"}}
+
+
+def sql_literal(value: str) -> str:
+    """A single-quoted SQL string literal for Delta predicates."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Lake:
+    """Delta tables under `<home>/lake/<table>`."""
+
+    def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
+        self.root = root.rstrip("/")
+        self.storage_options = storage_options
+
+    def path(self, name: str) -> str:
+        """Table URI."""
+        if name not in TABLES:
+            raise KeyError(name)
+        return f"{self.root}/{name}"
+
+    def ensure(self) -> None:
+        """Create any missing table with its schema (idempotent)."""
+        for name, schema in TABLES.items():
+            if not DeltaTable.is_deltatable(self.path(name), storage_options=self.storage_options):
+                empty = pl.DataFrame(schema=schema)
+                write_deltalake(
+                    self.path(name),
+                    _arrow(empty),
+                    mode="append",
+                    partition_by=["tenant"],
+                    configuration=_CONFIG.get(name),
+                    storage_options=self.storage_options,
+                )
+
+    def table(self, name: str, version: int | None = None) -> DeltaTable:
+        """Open a table (latest or a given version)."""
+        return DeltaTable(self.path(name), version=version, storage_options=self.storage_options)
+
+    def version(self, name: str) -> int:
+        """Current version of a table."""
+        return self.table(name).version()
+
+    def append(self, name: str, frame: pl.DataFrame, *, txn: tuple[str, int] | None = None) -> int:
+        """Append rows in one commit; returns the new version."""
+        write_deltalake(
+            self.path(name),
+            _arrow(frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()])),
+            mode="append",
+            storage_options=self.storage_options,
+            commit_properties=_commit(txn),
+        )
+        return self.version(name)
+
+    def replace_where(
+        self, name: str, frame: pl.DataFrame, predicate: str, *, txn: tuple[str, int] | None = None
+    ) -> int:
+        """Replace the rows matching `predicate` by `frame` in one atomic commit."""
+        write_deltalake(
+            self.path(name),
+            _arrow(frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()])),
+            mode="overwrite",
+            predicate=predicate,
+            storage_options=self.storage_options,
+            commit_properties=_commit(txn),
+        )
+        return self.version(name)
+
+    def scan(self, name: str, *, tenant: str | None = None, version: int | None = None) -> pl.LazyFrame:
+        """Lazy scan of a table, pruned to one tenant's partition when given."""
+        frame = pl.scan_delta(
+            self.path(name), version=version, storage_options=self.storage_options
+        )
+        if tenant is not None:
+            frame = frame.filter(pl.col("tenant") == tenant)
+        return frame
+
+    def read(self, name: str, *, tenant: str | None = None, where: pl.Expr | None = None) -> pl.DataFrame:
+        """Read a table (optionally one tenant, optionally filtered) with the declared dtypes."""
+        frame = self.scan(name, tenant=tenant)
+        if where is not None:
+            frame = frame.filter(where)
+        schema = TABLES[name]
+        return frame.select([pl.col(c).cast(t) for c, t in schema.items()]).collect()
+
+    def exists(self) -> bool:
+        """True when every table exists."""
+        try:
+            return all(
+                DeltaTable.is_deltatable(self.path(n), storage_options=self.storage_options)
+                for n in TABLES
+            )
+        except TableNotFoundError:
+            return False
+
+    def changes(self, name: str, start: int, end: int) -> pl.DataFrame:
+        """Rows inserted by versions start..end (change data feed), without CDF columns."""
+        reader = self.table(name).load_cdf(starting_version=start, ending_version=end)
+        frame = pl.DataFrame(reader.read_all())
+        frame = frame.filter(pl.col("_change_type") == "insert")
+        return frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()])
+
+    def stats_max(self, name: str, column: str, tenant: str) -> int | None:
+        """Largest value of a column in one tenant's files, from Delta file statistics."""
+        actions = pl.DataFrame(self.table(name).get_add_actions(flatten=True))
+        if actions.is_empty() or f"max.{column}" not in actions.columns:
+            return None
+        part = actions.filter(pl.col("partition.tenant") == tenant)
+        value: Any = part.get_column(f"max.{column}").max()
+        return None if value is None else int(value)
+
+
+def _commit(txn: tuple[str, int] | None) -> CommitProperties | None:
+    if txn is None:
+        return None
+    return CommitProperties(app_transactions=[Transaction(app_id=txn[0], version=txn[1])])
+
+
+def _arrow(frame: pl.DataFrame) -> Any:
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest())

@@ -1,0 +1,1 @@
+"""Pure polars / DuckDB transforms: no IO, no clock, no airflow."""

@@ -1,0 +1,68 @@
+"""Bounded gzip decompression: concatenated members, bomb caps, precise failure codes."""
+
+from __future__ import annotations
+
+from isal import isal_zlib
+
+from runtime_facts.errors import BatchRejected, Reason
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_RATIO_FLOOR = 16 * 1024 * 1024
+_STEP = 8 * 1024 * 1024
+
+
+def gunzip_bounded(data: bytes, *, max_output: int, max_ratio: int) -> bytes:
+    """Decompress every gzip member of `data`, stopping at the caps.
+
+    Args:
+        data: the compressed batch bytes.
+        max_output: decompressed bytes allowed in total.
+        max_ratio: decompressed/compressed ratio allowed once past 16 MiB.
+
+    Returns:
+        The decompressed bytes.
+
+    Raises:
+        BatchRejected: empty_batch, invalid_gzip, truncated_gzip, trailing_garbage,
+            decompressed_too_large or compression_ratio_exceeded.
+    """
+    if not data:
+        raise BatchRejected(Reason.EMPTY_BATCH, "the batch file is empty")
+    if not data.startswith(_GZIP_MAGIC):
+        raise BatchRejected(Reason.INVALID_GZIP, "not a gzip stream (bad magic bytes)")
+    ratio_cap = max(_RATIO_FLOOR, len(data) * max_ratio)
+    out = bytearray()
+    rest = data
+    while rest:
+        inflater = isal_zlib.decompressobj(31)
+        pending = rest
+        while True:
+            room = min(max_output, ratio_cap) - len(out) + 1
+            try:
+                chunk = inflater.decompress(pending, min(room, _STEP))
+            except isal_zlib.error as exc:
+                raise BatchRejected(Reason.INVALID_GZIP, f"corrupt gzip data: {exc}") from exc
+            out += chunk
+            if len(out) > max_output:
+                raise BatchRejected(
+                    Reason.DECOMPRESSED_TOO_LARGE,
+                    f"decompressed size passes the cap of {max_output} bytes",
+                )
+            if len(out) > ratio_cap:
+                raise BatchRejected(
+                    Reason.COMPRESSION_RATIO_EXCEEDED,
+                    f"expands more than {max_ratio}x ({len(data)} compressed bytes)",
+                )
+            if inflater.eof:
+                break
+            pending = inflater.unconsumed_tail
+            if not pending and not chunk:
+                raise BatchRejected(Reason.TRUNCATED_GZIP, "gzip stream ends before its trailer")
+        rest = inflater.unused_data
+        if rest and not rest.startswith(_GZIP_MAGIC):
+            raise BatchRejected(
+                Reason.TRAILING_GARBAGE, f"{len(rest)} bytes of non-gzip data after the last member"
+            )
+    if not out.strip():
+        raise BatchRejected(Reason.EMPTY_BATCH, "the batch decompresses to no events")
+    return bytes(out)

@@ -1,0 +1,69 @@
+"""Dedupe a batch's valid events by (symbolId, codeId, loaderBase) (SPEC §4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from runtime_facts.errors import BatchRejected, Reason
+from transforms.schema import BATCH_ROW_SCHEMA, INT64_MAX, KEY
+
+
+def dedupe_events(events: pl.DataFrame) -> pl.DataFrame:
+    """Group a batch's events by key; nulls are ordinary key values.
+
+    Args:
+        events: valid events (`EVENT_COLUMNS`).
+
+    Returns:
+        One row per key: summed hits, event count, first/last observation and the sorted
+        distinct process names, container ids and evidence URIs, sorted by key.
+
+    Raises:
+        BatchRejected: `hit_count_overflow` when a key's hits pass 2^63-1.
+    """
+
+    def distinct(column: str) -> pl.Expr:
+        return pl.col(column).drop_nulls().unique().sort()
+
+    grouped = events.group_by(KEY).agg(
+        pl.col("hit_count").cast(pl.Int128).sum().alias("hit_count"),
+        pl.len().cast(pl.Int64).alias("event_count"),
+        pl.col("observed_at").min().alias("first_observed_at"),
+        pl.col("observed_at").max().alias("last_observed_at"),
+        distinct("process_name").alias("process_names"),
+        distinct("container_id").alias("container_ids"),
+        distinct("evidence_uri").alias("evidence_uris"),
+    )
+    over = grouped.filter(pl.col("hit_count") > INT64_MAX)
+    if over.height:
+        first = over.sort(KEY, nulls_last=False).row(0, named=True)
+        raise BatchRejected(
+            Reason.HIT_COUNT_OVERFLOW,
+            f"hitCount sum for symbol {first['symbol_id']!r} passes 2^63-1 within the batch",
+        )
+    return grouped.with_columns(pl.col("hit_count").cast(pl.Int64)).sort(KEY, nulls_last=False)
+
+
+def build_batch_rows(
+    deduped: pl.DataFrame,
+    *,
+    batch_sha256: str,
+    cas_uri: str,
+    tenant: str,
+    callgraph_id: str,
+    subject_key: str,
+    ingested_at: datetime,
+) -> pl.DataFrame:
+    """Stamp deduped keys with their batch and subject: the `runtime_fact_batches` rows."""
+    return deduped.with_columns(
+        pl.lit(batch_sha256).alias("batch_sha256"),
+        pl.lit(cas_uri).alias("cas_uri"),
+        pl.lit(tenant).alias("tenant"),
+        pl.lit(callgraph_id).alias("callgraph_id"),
+        pl.lit(subject_key).alias("subject_key"),
+        pl.lit(ingested_at).cast(BATCH_ROW_SCHEMA["ingested_at"]).alias("ingested_at"),
+    ).select(
+        [pl.col(name).cast(dtype) for name, dtype in BATCH_ROW_SCHEMA.items()]
+    )

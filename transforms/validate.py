@@ -1,0 +1,213 @@
+"""Validate decompressed NDJSON events (SPEC §1): a columnar fast path, a per-line diagnosis.
+
+The fast path parses the whole batch with Arrow's JSON reader against an explicit schema and
+checks the field rules as polars expressions. Anything it cannot vouch for (a parse error, a
+blank line, an over-long line, a suspicious token) sends the batch to the diagnostic pass,
+which parses line by line with strict hooks and then applies the *same* field rules, so both
+paths always agree on which lines are valid and why.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.json as pa_json
+
+from runtime_facts.errors import Reason
+from transforms.diagnose import Limits, diagnose_lines
+from transforms.schema import (
+    ARROW_EVENT_SCHEMA,
+    EVENT_COLUMNS,
+    KNOWN_FIELDS,
+    REJECTION_SCHEMA,
+)
+
+_HEX_RE = r"^(0[xX])?[0-9a-fA-F]+$"
+_TS_ZONED = "%Y-%m-%dT%H:%M:%S%.f%#z"
+_TS_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
+_LONG_NUMBER = re.compile(rb"[0-9]{65,}")
+
+__all__ = ["Limits", "ValidationResult", "validate_events"]
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Valid events (canonical columns), rejected lines, and what was counted on the way."""
+
+    events: pl.DataFrame
+    rejections: pl.DataFrame
+    line_count: int
+    unknown_fields: dict[str, int]
+    fast_path: bool
+
+
+def validate_events(text: bytes, limits: Limits) -> ValidationResult:
+    """Validate every line of a decompressed batch.
+
+    Args:
+        text: the decompressed NDJSON bytes.
+        limits: line, depth and number caps.
+
+    Returns:
+        The valid events with columns `EVENT_COLUMNS`, one rejection row per bad line
+        (`line_number`, `reason_code`, `detail`), the non-blank line count and unknown-field counts.
+    """
+    fast = _parse_fast(text, limits)
+    if fast is not None:
+        frame, unknown = fast
+        fast_path = True
+    else:
+        frame, early, unknown = diagnose_lines(text, limits)
+        fast_path = False
+    checked = _check_rows(frame)
+    bad = checked.filter(pl.col("reason_code").is_not_null()).select(
+        "line_number", "reason_code", "detail"
+    )
+    rejections = pl.concat([early, bad]) if not fast_path else bad
+    rejections = rejections.cast(REJECTION_SCHEMA).sort("line_number")  # type: ignore[arg-type]
+    events = checked.filter(pl.col("reason_code").is_null()).select(EVENT_COLUMNS)
+    line_count = frame.height + (0 if fast_path else early.height)
+    return ValidationResult(events, rejections, line_count, unknown, fast_path)
+
+
+def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, int]] | None:
+    if b"NaN" in text or b"Infinity" in text:
+        return None
+    ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+    n_lines = len(ends) + (0 if text.endswith(b"\n") else 1)
+    starts = np.concatenate(([-1], ends))
+    bounds = np.concatenate((ends, [len(text)])) if not text.endswith(b"\n") else ends
+    if n_lines and int(np.max(bounds - starts[: len(bounds)])) - 1 > limits.max_line_bytes:
+        return None
+    try:
+        table = pa_json.read_json(
+            io.BytesIO(text),
+            read_options=pa_json.ReadOptions(block_size=max(4 << 20, 2 * limits.max_line_bytes)),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=ARROW_EVENT_SCHEMA, unexpected_field_behavior="infer"
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError, ValueError):
+        return None
+    if table.num_rows != n_lines:
+        return None  # blank lines or several objects on one line: let the diagnosis number them
+    unknown: dict[str, int] = {}
+    for field in table.schema:
+        if field.name in KNOWN_FIELDS and field.name != "metadata":
+            continue
+        if _type_depth(field.type) + 1 > limits.max_nesting_depth:
+            return None
+        if field.name == "metadata":
+            if not _is_string_map(field.type):
+                return None
+            continue
+        if _has_number(field.type) and _LONG_NUMBER.search(text):
+            return None
+        count = table.num_rows - table.column(field.name).null_count
+        if count:
+            unknown[field.name] = count
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    process = pl.col("process")
+    frame = frame.select(
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line_number"),
+        pl.col("symbolId").alias("symbol_id"),
+        pl.col("hitCount").alias("hit_count"),
+        pl.col("codeId").alias("code_id"),
+        pl.col("loaderBase").alias("loader_base"),
+        pl.coalesce(process.struct.field("name"), pl.col("processName")).alias("process_name"),
+        pl.col("containerId").alias("container_id"),
+        pl.col("evidenceUri").alias("evidence_uri"),
+        pl.coalesce(pl.col("observedAt"), pl.col("timestamp")).alias("observed_raw"),
+        pl.lit(None, dtype=pl.String).alias("reason_code"),
+        pl.lit(None, dtype=pl.String).alias("detail"),
+    )
+    return frame, dict(sorted(unknown.items()))
+
+
+def _type_depth(dtype: pa.DataType) -> int:
+    if pa.types.is_struct(dtype):
+        return 1 + max((_type_depth(dtype.field(i).type) for i in range(dtype.num_fields)), default=0)
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return 1 + _type_depth(dtype.value_type)
+    return 0
+
+
+def _has_number(dtype: pa.DataType) -> bool:
+    if pa.types.is_struct(dtype):
+        return any(_has_number(dtype.field(i).type) for i in range(dtype.num_fields))
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return _has_number(dtype.value_type)
+    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+
+
+def _is_string_map(dtype: pa.DataType) -> bool:
+    if pa.types.is_null(dtype):
+        return True
+    if not pa.types.is_struct(dtype):
+        return False
+    return all(
+        pa.types.is_string(dtype.field(i).type) or pa.types.is_null(dtype.field(i).type)
+        for i in range(dtype.num_fields)
+    )
+
+
+def _check_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Apply the field rules shared by both paths; the first failing rule names the reason."""
+    ts = pl.coalesce(
+        pl.col("observed_raw").str.to_datetime(
+            _TS_ZONED, strict=False, time_unit="us", time_zone="UTC"
+        ),
+        pl.col("observed_raw")
+        .str.to_datetime(_TS_NAIVE, strict=False, time_unit="us")
+        .dt.replace_time_zone("UTC"),
+    )
+    frame = frame.with_columns(ts.alias("observed_at"))
+    parsed = pl.col("observed_at")
+    running_max = parsed.cum_max().forward_fill().shift(1)
+    has_nul = pl.any_horizontal(
+        pl.col(c).str.contains("\x00", literal=True).fill_null(False)
+        for c in ("symbol_id", "code_id", "loader_base")
+    )
+    rules: list[tuple[pl.Expr, Reason, pl.Expr]] = [
+        (
+            pl.col("symbol_id").is_null() | (pl.col("symbol_id") == ""),
+            Reason.MISSING_SYMBOL_ID,
+            pl.lit("symbolId is required and must be a non-empty string"),
+        ),
+        (has_nul, Reason.NUL_CHARACTER, pl.lit("an id contains a NUL character")),
+        (
+            pl.col("hit_count").is_null() | (pl.col("hit_count") < 1),
+            Reason.INVALID_HIT_COUNT,
+            pl.format("hitCount must be an integer >= 1, got {}", pl.col("hit_count")),
+        ),
+        (
+            pl.col("loader_base").is_not_null()
+            & ~pl.col("loader_base").str.contains(_HEX_RE).fill_null(False),
+            Reason.INVALID_LOADER_BASE,
+            pl.format("loaderBase must be hex like 0x7f3a..., got {}", pl.col("loader_base")),
+        ),
+        (
+            pl.col("observed_raw").is_not_null() & parsed.is_null(),
+            Reason.INVALID_TIMESTAMP,
+            pl.format("observedAt is not an ISO-8601 timestamp: {}", pl.col("observed_raw")),
+        ),
+        (
+            parsed.is_not_null() & running_max.is_not_null() & (parsed < running_max),
+            Reason.NON_MONOTONIC_TIMESTAMP,
+            pl.format("observedAt {} is earlier than a previous line", pl.col("observed_raw")),
+        ),
+    ]
+    reason = pl.col("reason_code")
+    detail = pl.col("detail")
+    for cond, code, text in reversed(rules):
+        reason = pl.when(pl.col("reason_code").is_null() & cond).then(pl.lit(str(code))).otherwise(
+            reason
+        )
+        detail = pl.when(pl.col("reason_code").is_null() & cond).then(text).otherwise(detail)
+    return frame.with_columns(reason.alias("reason_code"), detail.alias("detail"))
