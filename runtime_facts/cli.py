@@ -23,7 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-cas_app = typer.Typer(help="Stage and verify objects in the content-addressed store.", no_args_is_help=True)
+cas_app = typer.Typer(
+    help="Stage and verify objects in the content-addressed store.", no_args_is_help=True
+)
 facts_app = typer.Typer(help="Read cumulative runtime facts.", no_args_is_help=True)
 app.add_typer(cas_app, name="cas")
 app.add_typer(facts_app, name="facts")
@@ -67,7 +69,9 @@ def _fail(exc: RuntimeFactsError, json_out: bool) -> None:
     if json_out or STATE.json:
         _emit({"error": exc.reason, "message": exc.message, "hint": exc.hint}, True)
     else:
-        err.print(f"[bold red]error[/] {escape(f'[{exc.reason}]')} {escape(exc.message)}", highlight=False)
+        err.print(
+            f"[bold red]error[/] {escape(f'[{exc.reason}]')} {escape(exc.message)}", highlight=False
+        )
         if exc.hint:
             err.print(f"  [dim]hint:[/] {escape(exc.hint)}", highlight=False)
     raise typer.Exit(int(exc.exit_code))
@@ -77,7 +81,9 @@ def _fail(exc: RuntimeFactsError, json_out: bool) -> None:
 def cas_put(
     file: Annotated[Path, typer.Argument(help="A gzip NDJSON batch (.ndjson.gz).")],
     tenant: Annotated[str, typer.Option(help="Tenant, lower-case [a-z0-9][a-z0-9._-]*.")],
-    callgraph_id: Annotated[str, typer.Option("--callgraph-id", help="Callgraph the batch belongs to.")],
+    callgraph_id: Annotated[
+        str, typer.Option("--callgraph-id", help="Callgraph the batch belongs to.")
+    ],
     image_digest: Annotated[str | None, typer.Option("--image-digest")] = None,
     scan_id: Annotated[str | None, typer.Option("--scan-id")] = None,
     component: Annotated[str | None, typer.Option("--component")] = None,
@@ -108,7 +114,9 @@ def cas_put(
 
 @cas_app.command("verify")
 def cas_verify(
-    digests: Annotated[list[str] | None, typer.Argument(help="Runtime batch digests to check.")] = None,
+    digests: Annotated[
+        list[str] | None, typer.Argument(help="Runtime batch digests to check.")
+    ] = None,
     all_objects: Annotated[bool, typer.Option("--all", help="Rehash every object.")] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
@@ -127,7 +135,9 @@ def cas_verify(
     else:
         for kind, sha, reason in report.bad:
             err.print(f"[red]{reason}[/] cas://reachability/{kind}/{sha}", highlight=False)
-        out.print(f"checked {report.checked} objects: {'ok' if report.ok else f'{len(report.bad)} bad'}")
+        out.print(
+            f"checked {report.checked} objects: {'ok' if report.ok else f'{len(report.bad)} bad'}"
+        )
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.REJECTED)
 
 
@@ -137,7 +147,9 @@ def ingest_cmd(
     allow_partial: Annotated[
         bool, typer.Option("--allow-partial", help="Quarantine bad lines, ingest the rest.")
     ] = False,
-    sealed: Annotated[bool, typer.Option("--sealed", help="Sealed mode: verified evidence only.")] = False,
+    sealed: Annotated[
+        bool, typer.Option("--sealed", help="Sealed mode: verified evidence only.")
+    ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -242,7 +254,11 @@ def generate_cmd(
     from runtime_facts.generate import GeneratorSpec, generate_batches
 
     spec = GeneratorSpec(
-        events=events, symbols=symbols, code_ids=code_ids, seed=seed, events_per_chunk=events_per_chunk
+        events=events,
+        symbols=symbols,
+        code_ids=code_ids,
+        seed=seed,
+        events_per_chunk=events_per_chunk,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

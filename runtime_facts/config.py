@@ -1,4 +1,4 @@
-"""One typed settings object. Env vars: `RUNTIME_FACTS__SECTION__KEY`; home: `RUNTIME_FACTS_HOME`."""
+"""One typed settings object: env `RUNTIME_FACTS__SECTION__KEY`, home `RUNTIME_FACTS_HOME`."""
 
 from __future__ import annotations
 

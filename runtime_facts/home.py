@@ -23,7 +23,9 @@ class Home:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         if "://" in settings.home:
-            raise NotImplementedError("object-store homes are configured through runtime_facts.home_s3")
+            raise NotImplementedError(
+                "object-store homes are configured through runtime_facts.home_s3"
+            )
         self.root = Path(settings.home).resolve()
 
     @cached_property
@@ -51,6 +53,13 @@ class Home:
         path = self.root.joinpath(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def ensure_lake(self) -> Lake:
+        """The lake, with every table created (under the lock: creation must not race)."""
+        if not self.lake.exists():
+            with self.commit_lock():
+                self.lake.ensure()
+        return self.lake
 
     @contextlib.contextmanager
     def commit_lock(self) -> Iterator[None]:

@@ -40,7 +40,7 @@ def gunzip_bounded(data: bytes, *, max_output: int, max_ratio: int) -> bytes:
             room = min(max_output, ratio_cap) - len(out) + 1
             try:
                 chunk = inflater.decompress(pending, min(room, _STEP))
-            except isal_zlib.error as exc:
+            except (isal_zlib.error, ValueError) as exc:  # type: ignore[misc]
                 raise BatchRejected(Reason.INVALID_GZIP, f"corrupt gzip data: {exc}") from exc
             out += chunk
             if len(out) > max_output:

@@ -64,6 +64,4 @@ def build_batch_rows(
         pl.lit(callgraph_id).alias("callgraph_id"),
         pl.lit(subject_key).alias("subject_key"),
         pl.lit(ingested_at).cast(BATCH_ROW_SCHEMA["ingested_at"]).alias("ingested_at"),
-    ).select(
-        [pl.col(name).cast(dtype) for name, dtype in BATCH_ROW_SCHEMA.items()]
-    )
+    ).select([pl.col(name).cast(dtype) for name, dtype in BATCH_ROW_SCHEMA.items()])

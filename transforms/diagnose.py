@@ -102,7 +102,9 @@ def _parse_line(line: bytes, limits: Limits) -> dict[str, Any]:
     except ValueError as exc:
         raise _LineError(Reason.INVALID_JSON, f"invalid JSON: {exc}") from exc
     if not isinstance(obj, dict):
-        raise _LineError(Reason.NOT_AN_OBJECT, f"a line must be a JSON object, got {type(obj).__name__}")
+        raise _LineError(
+            Reason.NOT_AN_OBJECT, f"a line must be a JSON object, got {type(obj).__name__}"
+        )
     _check_tree(obj, 1, limits.max_nesting_depth)
     return obj
 
@@ -119,7 +121,7 @@ def _check_tree(value: Any, depth: int, cap: int) -> None:
             _check_tree(item, depth + 1, cap)
     elif isinstance(value, str):
         _check_string(value)
-    elif isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+    elif (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
         raise _LineError(Reason.INVALID_NUMBER, "number out of range")
 
 
@@ -131,7 +133,11 @@ def _check_string(value: str) -> None:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and -INT64_MAX - 1 <= value <= INT64_MAX
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and -INT64_MAX - 1 <= value <= INT64_MAX
+    )
 
 
 def _raw_row(number: int, obj: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +200,9 @@ def _process_name(obj: dict[str, Any], fail: Any) -> str | None:
             fail(Reason.INVALID_PROCESS, "process must be an object {id, name}")
             return None
         pid, name = process.get("id"), process.get("name")
-        if (pid is not None and not _is_int(pid)) or (name is not None and not isinstance(name, str)):
+        if (pid is not None and not _is_int(pid)) or (
+            name is not None and not isinstance(name, str)
+        ):
             fail(Reason.INVALID_PROCESS, "process.id must be an integer, process.name a string")
             return None
     flat_id, flat_name = obj.get("processId"), obj.get("processName")

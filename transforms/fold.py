@@ -39,23 +39,25 @@ def fold_facts(current: pl.DataFrame, batches: pl.DataFrame, now: datetime) -> p
         "last_observed_at",
         "updated_at",
     )
-    merged = pl.concat([base, incoming]).group_by(FACT_KEY).agg(
-        pl.col("hit_count").sum(),
-        pl.col("event_count").sum(),
-        pl.col("batch_count").sum(),
-        pl.col("first_observed_at").min(),
-        pl.col("last_observed_at").max(),
-        pl.col("updated_at").max(),
+    merged = (
+        pl.concat([base, incoming])
+        .group_by(FACT_KEY)
+        .agg(
+            pl.col("hit_count").sum(),
+            pl.col("event_count").sum(),
+            pl.col("batch_count").sum(),
+            pl.col("first_observed_at").min(),
+            pl.col("last_observed_at").max(),
+            pl.col("updated_at").max(),
+        )
     )
-    over = merged.filter(
-        (pl.col("hit_count") > INT64_MAX) | (pl.col("event_count") > INT64_MAX)
-    )
+    over = merged.filter((pl.col("hit_count") > INT64_MAX) | (pl.col("event_count") > INT64_MAX))
     if over.height:
         row = over.sort(FACT_KEY, nulls_last=False).row(0, named=True)
         raise BatchRejected(
             Reason.HIT_COUNT_OVERFLOW,
             f"cumulative hitCount of {row['symbol_id']!r} in {row['subject_key']} passes 2^63-1",
         )
-    return merged.select(
-        [pl.col(name).cast(dtype) for name, dtype in FACT_SCHEMA.items()]
-    ).sort(FACT_KEY, nulls_last=False)
+    return merged.select([pl.col(name).cast(dtype) for name, dtype in FACT_SCHEMA.items()]).sort(
+        FACT_KEY, nulls_last=False
+    )

@@ -85,8 +85,7 @@ JOIN_TABLE: Final = MappingProxyType(
 
 _PAIR_SEPARATOR: Final = "|"
 _PAIR_TO_STATE: Final = {
-    f"{left}{_PAIR_SEPARATOR}{right}": str(result)
-    for (left, right), result in JOIN_TABLE.items()
+    f"{left}{_PAIR_SEPARATOR}{right}": str(result) for (left, right), result in JOIN_TABLE.items()
 }
 
 

@@ -78,6 +78,10 @@ def validate_events(text: bytes, limits: Limits) -> ValidationResult:
 def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, int]] | None:
     if b"NaN" in text or b"Infinity" in text:
         return None
+    try:
+        text.decode("utf-8")  # Arrow's reader does not check UTF-8 inside strings
+    except UnicodeDecodeError:
+        return None
     ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
     n_lines = len(ends) + (0 if text.endswith(b"\n") else 1)
     starts = np.concatenate(([-1], ends))
@@ -132,7 +136,9 @@ def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, in
 
 def _type_depth(dtype: pa.DataType) -> int:
     if pa.types.is_struct(dtype):
-        return 1 + max((_type_depth(dtype.field(i).type) for i in range(dtype.num_fields)), default=0)
+        return 1 + max(
+            (_type_depth(dtype.field(i).type) for i in range(dtype.num_fields)), default=0
+        )
     if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
         return 1 + _type_depth(dtype.value_type)
     return 0
@@ -143,7 +149,7 @@ def _has_number(dtype: pa.DataType) -> bool:
         return any(_has_number(dtype.field(i).type) for i in range(dtype.num_fields))
     if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
         return _has_number(dtype.value_type)
-    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+    return bool(pa.types.is_integer(dtype) or pa.types.is_floating(dtype))
 
 
 def _is_string_map(dtype: pa.DataType) -> bool:
@@ -206,8 +212,10 @@ def _check_rows(frame: pl.DataFrame) -> pl.DataFrame:
     reason = pl.col("reason_code")
     detail = pl.col("detail")
     for cond, code, text in reversed(rules):
-        reason = pl.when(pl.col("reason_code").is_null() & cond).then(pl.lit(str(code))).otherwise(
-            reason
+        reason = (
+            pl.when(pl.col("reason_code").is_null() & cond)
+            .then(pl.lit(str(code)))
+            .otherwise(reason)
         )
         detail = pl.when(pl.col("reason_code").is_null() & cond).then(text).otherwise(detail)
     return frame.with_columns(reason.alias("reason_code"), detail.alias("detail"))

@@ -57,10 +57,9 @@ def _commit_locked(home: Home, prepared: Prepared, clock: Callable[[], datetime]
             version = _append_rejections(home, prepared, ctx.tenant, clock())
             if version is not None:
                 versions["rejections"] = version
-        return _append_receipt(
-            home, prepared.receipt("rejected", clock(), table_versions=versions)
-        )
-    assert ctx is not None and prepared.rows is not None
+        return _append_receipt(home, prepared.receipt("rejected", clock(), table_versions=versions))
+    assert ctx is not None
+    assert prepared.rows is not None
     draft = prepared.receipt("accepted", clock())
     marker = home.path(*_INFLIGHT)
     marker.write_bytes(orjson.dumps({"tenant": ctx.tenant, "receipt": draft}))
@@ -173,7 +172,7 @@ def _check_overflow(home: Home, rows: pl.DataFrame, tenant: str, now: datetime) 
     batch_max = lake.stats_max("runtime_fact_batches", "hit_count", tenant) or 0
     folded = lake.table("runtime_facts").transaction_version(FOLD_APP) or 0
     pending = max(0, lake.version("runtime_fact_batches") - folded)
-    new_max = int(rows.get_column("hit_count").max() or 0)
+    new_max = int(rows.get_column("hit_count").cast(pl.Int64).max() or 0)  # type: ignore[arg-type]
     if facts_max + pending * batch_max + new_max <= INT64_MAX:
         return
     _fold_locked(home, now)
@@ -223,7 +222,9 @@ def _fold_locked(home: Home, now: datetime) -> FoldResult:
     result.subjects = sorted(
         {
             (str(t), str(c), str(s))
-            for t, c, s in pending.select("tenant", "callgraph_id", "subject_key").unique().iter_rows()
+            for t, c, s in pending.select("tenant", "callgraph_id", "subject_key")
+            .unique()
+            .iter_rows()
         }
     )
     return result

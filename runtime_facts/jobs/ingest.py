@@ -237,13 +237,15 @@ def prepare_batch(
     return prepared
 
 
-def discover_pending(home: Home, tenant: str | None = None, *, retry_rejected: bool = False) -> list[str]:
+def discover_pending(
+    home: Home, tenant: str | None = None, *, retry_rejected: bool = False
+) -> list[str]:
     """Staged runtime batches with no final receipt yet (optionally one tenant's), sorted."""
     staged = list(home.cas.list("runtime"))
     if not staged:
         return []
     done_status = ["accepted", "duplicate"] + ([] if retry_rejected else ["rejected"])
-    home.lake.ensure()
+    home.ensure_lake()
     receipts = home.lake.scan("ingest_receipts", tenant=tenant)
     done = set(
         receipts.filter(pl.col("status").is_in(done_status))
@@ -270,7 +272,7 @@ def _tenant_of(home: Home, sha: str) -> str | None:
 def iter_prepared(
     home: Home, shas: Iterable[str], *, workers: int, **kwargs: Any
 ) -> Iterator[Prepared]:
-    """Prepare batches on a small thread pool, yielding in input order, at most 2×workers in flight."""
+    """Prepare batches on a thread pool, in input order, at most 2 x workers in flight."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         window: list[Future[Prepared]] = []
         for sha in shas:
@@ -309,7 +311,7 @@ def ingest(
     Returns:
         The run's totals and per-batch outcomes.
     """
-    home.lake.ensure()
+    home.ensure_lake()
     with home.commit_lock():
         reconcile(home, clock())
     todo = discover_pending(home, tenant) if shas is None else sorted(set(shas))

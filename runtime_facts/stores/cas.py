@@ -60,7 +60,9 @@ class CasStore:
             raise UsageError(Reason.INVALID_CONTEXT, f"not a sha256 digest: {sha!r}")
         return f"cas/reachability/{kind}/{sha}"
 
-    def put(self, kind: Kind, data: bytes, context: SubjectContext | dict[str, str] | None) -> PutResult:
+    def put(
+        self, kind: Kind, data: bytes, context: SubjectContext | dict[str, str] | None
+    ) -> PutResult:
         """Store bytes (atomically, never overwriting) and their context sidecar.
 
         Putting the same bytes again is a no-op; putting them with a different context

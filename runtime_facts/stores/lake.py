@@ -137,7 +137,9 @@ class Lake:
         )
         return self.version(name)
 
-    def scan(self, name: str, *, tenant: str | None = None, version: int | None = None) -> pl.LazyFrame:
+    def scan(
+        self, name: str, *, tenant: str | None = None, version: int | None = None
+    ) -> pl.LazyFrame:
         """Lazy scan of a table, pruned to one tenant's partition when given."""
         frame = pl.scan_delta(
             self.path(name), version=version, storage_options=self.storage_options
@@ -146,7 +148,9 @@ class Lake:
             frame = frame.filter(pl.col("tenant") == tenant)
         return frame
 
-    def read(self, name: str, *, tenant: str | None = None, where: pl.Expr | None = None) -> pl.DataFrame:
+    def read(
+        self, name: str, *, tenant: str | None = None, where: pl.Expr | None = None
+    ) -> pl.DataFrame:
         """Read a table (optionally one tenant, optionally filtered) with the declared dtypes."""
         frame = self.scan(name, tenant=tenant)
         if where is not None:
