@@ -113,7 +113,7 @@ def run_lattice_bench(nodes: int, edges: int, observed: int, seed: int) -> dict[
 
 
 def _report(label: str, result: dict[str, float]) -> None:
-    print(  # noqa: T201
+    print(
         f"{label}: reachability {result['reachability_s']:.2f}s, "
         f"score {result['score_s']:.2f}s, total {result['total_s']:.2f}s "
         f"({int(result['edges'])} distinct edges, {int(result['reachable'])} reachable, "
@@ -126,4 +126,4 @@ if __name__ == "__main__":
     _report("1M nodes / 5M edges / 200k observed", small)
     large = run_lattice_bench(2_000_000, 10_000_000, 400_000, seed=7)
     _report("2M nodes / 10M edges / 400k observed", large)
-    print(f"time ratio 2x/1x: {large['total_s'] / small['total_s']:.2f}")  # noqa: T201
+    print(f"time ratio 2x/1x: {large['total_s'] / small['total_s']:.2f}")

@@ -12,7 +12,7 @@ from runtime_facts.config import Settings
 from runtime_facts.stores.cas import CasStore
 from runtime_facts.stores.lake import Lake
 from runtime_facts.stores.objects import LocalObjectStore
-from runtime_facts.stores.receipts import ReceiptLog
+from runtime_facts.stores.receipts import ReceiptIndex, ReceiptLog
 
 RECEIPTS_LOG = "receipts/signals-runtime-ingest.log"
 
@@ -47,6 +47,11 @@ class Home:
     def receipts(self) -> ReceiptLog:
         """The receipts log."""
         return ReceiptLog(self.root / RECEIPTS_LOG)
+
+    @cached_property
+    def receipt_index(self) -> ReceiptIndex:
+        """Per-batch status from the receipts log (refresh under the lock before trusting it)."""
+        return ReceiptIndex(self.receipts)
 
     def path(self, *parts: str) -> Path:
         """A path under the home (created parent folders)."""

@@ -31,24 +31,26 @@ def gunzip_bounded(data: bytes, *, max_output: int, max_ratio: int) -> bytes:
     if not data.startswith(_GZIP_MAGIC):
         raise BatchRejected(Reason.INVALID_GZIP, "not a gzip stream (bad magic bytes)")
     ratio_cap = max(_RATIO_FLOOR, len(data) * max_ratio)
-    out = bytearray()
+    parts: list[bytes] = []
+    total = 0
     rest = data
     while rest:
         inflater = isal_zlib.decompressobj(31)
         pending = rest
         while True:
-            room = min(max_output, ratio_cap) - len(out) + 1
+            room = min(max_output, ratio_cap) - total + 1
             try:
                 chunk = inflater.decompress(pending, min(room, _STEP))
             except (isal_zlib.error, ValueError) as exc:  # type: ignore[misc]
                 raise BatchRejected(Reason.INVALID_GZIP, f"corrupt gzip data: {exc}") from exc
-            out += chunk
-            if len(out) > max_output:
+            parts.append(chunk)
+            total += len(chunk)
+            if total > max_output:
                 raise BatchRejected(
                     Reason.DECOMPRESSED_TOO_LARGE,
                     f"decompressed size passes the cap of {max_output} bytes",
                 )
-            if len(out) > ratio_cap:
+            if total > ratio_cap:
                 raise BatchRejected(
                     Reason.COMPRESSION_RATIO_EXCEEDED,
                     f"expands more than {max_ratio}x ({len(data)} compressed bytes)",
@@ -63,6 +65,7 @@ def gunzip_bounded(data: bytes, *, max_output: int, max_ratio: int) -> bytes:
             raise BatchRejected(
                 Reason.TRAILING_GARBAGE, f"{len(rest)} bytes of non-gzip data after the last member"
             )
-    if not out.strip():
+    out = parts[0] if len(parts) == 1 else b"".join(parts)
+    if not out or out.isspace():
         raise BatchRejected(Reason.EMPTY_BATCH, "the batch decompresses to no events")
-    return bytes(out)
+    return out

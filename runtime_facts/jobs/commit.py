@@ -1,4 +1,12 @@
-"""The commit phase: batch rows, receipts and the fold, each crash-safe and idempotent."""
+"""The commit phase: batch rows, receipts and the fold, each crash-safe and idempotent.
+
+Everything here runs under the home's commit lock. Ready batches are committed in groups:
+one Delta commit carries the rows of several batches (all or nothing), then one receipt per
+batch is appended to the log. An intent marker written before the Delta commit lets
+`reconcile` finish the receipts if the process dies in between. The receipts log is the
+source of truth for "was this batch ingested"; `ingest_receipts` mirrors it exactly once
+per sequence number (a Delta app transaction).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import polars as pl
 
-from runtime_facts.errors import BatchRejected, Reason
+from runtime_facts.errors import BatchRejected
 from runtime_facts.home import Home
 from runtime_facts.stores.lake import RECEIPT_SCHEMA, sql_literal
 from transforms.fold import fold_facts
-from transforms.schema import FACT_KEY, INT64_MAX
+from transforms.schema import INT64_MAX
 
 if TYPE_CHECKING:
     from runtime_facts.jobs.ingest import Prepared
@@ -35,79 +43,93 @@ class FoldResult:
 
 
 def commit_batch(home: Home, prepared: Prepared, clock: Callable[[], datetime]) -> dict[str, Any]:
-    """Commit one prepared batch under the lock and return its sealed receipt."""
+    """Commit one prepared batch; returns its sealed receipt."""
+    return commit_batches(home, [prepared], clock)[0]
+
+
+def commit_batches(
+    home: Home, group: list[Prepared], clock: Callable[[], datetime]
+) -> list[dict[str, Any]]:
+    """Commit prepared batches under the lock, in one Delta commit; one receipt each, in order."""
     with home.commit_lock():
         reconcile(home, clock())
-        return _commit_locked(home, prepared, clock)
+        return _commit_locked(home, group, clock)
 
 
-def _commit_locked(home: Home, prepared: Prepared, clock: Callable[[], datetime]) -> dict[str, Any]:
-    lake = home.lake
-    ctx = prepared.context
-    versions: dict[str, int] = {}
-    if prepared.error is None and ctx is not None and prepared.rows is not None:
-        if _batch_present(home, prepared.sha, ctx.tenant):
-            return _append_receipt(home, prepared.receipt("duplicate", clock()))
+def _commit_locked(
+    home: Home, group: list[Prepared], clock: Callable[[], datetime]
+) -> list[dict[str, Any]]:
+    index = home.receipt_index.refresh()
+    drafts: dict[int, dict[str, Any]] = {}
+    accepted: list[tuple[int, Prepared]] = []
+    seen: set[str] = set()
+    for i, prepared in enumerate(group):
+        ctx = prepared.context
+        if prepared.error is not None or ctx is None or prepared.rows is None:
+            continue
+        if index.accepted(prepared.sha) or prepared.sha in seen:
+            drafts[i] = prepared.receipt("duplicate", clock())
+            continue
         try:
-            _check_overflow(home, prepared.rows, ctx.tenant, clock())
+            _check_overflow(home, prepared, [p for _, p in accepted], clock())
         except BatchRejected as exc:
             prepared.error = exc
-    if prepared.error is not None:
-        if ctx is not None and prepared.rejections is not None and prepared.rejections.height:
-            version = _append_rejections(home, prepared, ctx.tenant, clock())
-            if version is not None:
-                versions["rejections"] = version
-        return _append_receipt(home, prepared.receipt("rejected", clock(), table_versions=versions))
-    assert ctx is not None
-    assert prepared.rows is not None
-    draft = prepared.receipt("accepted", clock())
+            continue
+        seen.add(prepared.sha)
+        accepted.append((i, prepared))
+    versions: dict[str, int] = {}
     marker = home.path(*_INFLIGHT)
-    marker.write_bytes(orjson.dumps({"tenant": ctx.tenant, "receipt": draft}))
-    if prepared.rejections is not None and prepared.rejections.height:
-        version = _append_rejections(home, prepared, ctx.tenant, clock())
-        if version is not None:
-            versions["rejections"] = version
-    versions["runtime_fact_batches"] = lake.append("runtime_fact_batches", prepared.rows)
-    draft["table_versions"] = versions
-    draft["finished_at"] = clock().isoformat()
-    sealed = _append_receipt(home, draft)
+    if accepted:
+        for i, prepared in accepted:
+            drafts[i] = prepared.receipt("accepted", clock())
+        marker.write_bytes(orjson.dumps([drafts[i] for i, _ in accepted]))
+        quarantined = [p for _, p in accepted if p.rejections is not None and p.rejections.height]
+        if quarantined:
+            versions["rejections"] = _append_rejections(home, quarantined, clock())
+        rows = pl.concat([p.rows for _, p in accepted if p.rows is not None])
+        versions["runtime_fact_batches"] = home.lake.append("runtime_fact_batches", rows)
+    rejected = [p for p in group if p.error is not None]
+    rejected_with_lines = [
+        p for p in rejected if p.context and p.rejections is not None and p.rejections.height
+    ]
+    if rejected_with_lines:
+        versions["rejections"] = _append_rejections(home, rejected_with_lines, clock())
+    sealed = []
+    for i, prepared in enumerate(group):
+        draft = drafts.get(i) or prepared.receipt("rejected", clock())
+        if draft["status"] != "duplicate":
+            draft["table_versions"] = dict(versions)
+        sealed.append(home.receipts.append(draft))
     marker.unlink(missing_ok=True)
     return sealed
 
 
-def _batch_present(home: Home, sha: str, tenant: str) -> bool:
-    found = (
-        home.lake.scan("runtime_fact_batches", tenant=tenant)
-        .filter(pl.col("batch_sha256") == sha)
-        .select(pl.len())
+def _append_rejections(home: Home, group: list[Prepared], now: datetime) -> int:
+    frames = []
+    for prepared in group:
+        assert prepared.rejections is not None
+        assert prepared.context is not None
+        frames.append(
+            prepared.rejections.with_columns(
+                pl.lit(prepared.sha).alias("batch_sha256"),
+                pl.lit(prepared.context.tenant).alias("tenant"),
+                pl.lit(now).alias("rejected_at"),
+            )
+        )
+    shas = [p.sha for p in group]
+    present = set(
+        home.lake.scan("rejections")
+        .filter(pl.col("batch_sha256").is_in(shas))
+        .select("batch_sha256")
+        .unique()
         .collect()
-        .item()
+        .get_column("batch_sha256")
+        .to_list()
     )
-    return bool(found)
-
-
-def _append_rejections(home: Home, prepared: Prepared, tenant: str, now: datetime) -> int | None:
-    present = (
-        home.lake.scan("rejections", tenant=tenant)
-        .filter(pl.col("batch_sha256") == prepared.sha)
-        .select(pl.len())
-        .collect()
-        .item()
-    )
-    if present or prepared.rejections is None:
-        return None
-    rows = prepared.rejections.with_columns(
-        pl.lit(prepared.sha).alias("batch_sha256"),
-        pl.lit(tenant).alias("tenant"),
-        pl.lit(now).alias("rejected_at"),
-    )
-    return home.lake.append("rejections", rows)
-
-
-def _append_receipt(home: Home, draft: dict[str, Any]) -> dict[str, Any]:
-    sealed = home.receipts.append(draft)
-    _mirror_receipts(home, [sealed])
-    return sealed
+    fresh = [f for f, p in zip(frames, group, strict=True) if p.sha not in present]
+    if not fresh:
+        return home.lake.version("rejections")
+    return home.lake.append("rejections", pl.concat(fresh))
 
 
 def _receipt_rows(receipts: list[dict[str, Any]]) -> pl.DataFrame:
@@ -122,66 +144,73 @@ def _receipt_rows(receipts: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=RECEIPT_SCHEMA, orient="row")
 
 
-def _mirror_receipts(home: Home, fresh: list[dict[str, Any]] | None = None) -> None:
-    """Bring `ingest_receipts` up to the log; the app transaction makes it exactly-once."""
-    table = home.lake.table("ingest_receipts")
-    mirrored = table.transaction_version(RECEIPTS_APP) or 0
+def sync_receipts(home: Home) -> int:
+    """Bring `ingest_receipts` up to the log; returns how many receipts were mirrored."""
+    mirrored = home.lake.table("ingest_receipts").transaction_version(RECEIPTS_APP) or 0
     last = home.receipts.last()
     if last is None or last["sequence"] <= mirrored:
-        return
-    if fresh and fresh[0]["sequence"] == mirrored + 1:
-        missing = fresh
-    else:
-        missing = [r for r in home.receipts if r["sequence"] > mirrored]
+        return 0
+    missing = [r for r in home.receipts.after(mirrored)]
     home.lake.append(
         "ingest_receipts", _receipt_rows(missing), txn=(RECEIPTS_APP, missing[-1]["sequence"])
     )
+    return len(missing)
 
 
 def reconcile(home: Home, now: datetime) -> None:
-    """Finish what an interrupted run left: torn log line, in-flight batch, unmirrored receipts."""
+    """Finish what an interrupted commit left: a torn log line, receipts of committed batches."""
     home.receipts.repair()
     marker = home.root.joinpath(*_INFLIGHT)
-    if marker.exists():
-        try:
-            doc = orjson.loads(marker.read_bytes())
-        except orjson.JSONDecodeError:
-            doc = None
-        if isinstance(doc, dict):
-            draft = doc["receipt"]
-            sha = draft["batch_sha256"]
-            logged = any(
-                r["batch_sha256"] == sha and r["status"] == "accepted" for r in home.receipts
-            )
-            if _batch_present(home, sha, doc["tenant"]) and not logged:
-                draft["detail"] = "receipt completed after an interrupted commit"
-                draft["finished_at"] = now.isoformat()
-                home.receipts.append(draft)
-        marker.unlink(missing_ok=True)
-    _mirror_receipts(home)
+    if not marker.exists():
+        return
+    try:
+        drafts = orjson.loads(marker.read_bytes())
+    except orjson.JSONDecodeError:
+        drafts = []
+    index = home.receipt_index.refresh()
+    for draft in drafts if isinstance(drafts, list) else []:
+        sha = draft["batch_sha256"]
+        if index.accepted(sha) or not _batch_present(home, sha, draft["tenant"]):
+            continue
+        draft["detail"] = "receipt completed after an interrupted commit"
+        draft["finished_at"] = now.isoformat()
+        home.receipts.append(draft)
+        index.refresh()
+    marker.unlink(missing_ok=True)
 
 
-def _check_overflow(home: Home, rows: pl.DataFrame, tenant: str, now: datetime) -> None:
+def _batch_present(home: Home, sha: str, tenant: str) -> bool:
+    found = (
+        home.lake.scan("runtime_fact_batches", tenant=tenant)
+        .filter(pl.col("batch_sha256") == sha)
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    return bool(found)
+
+
+def _check_overflow(
+    home: Home, prepared: Prepared, same_commit: list[Prepared], now: datetime
+) -> None:
     """Refuse a batch whose hits would push a cumulative counter past 2^63-1.
 
-    A bound from Delta file statistics settles the normal case without reading data;
-    only when the bound is not enough are pending batches folded and the keys summed exactly.
+    Every key's cumulative count is bounded by its tenant's total hits, which the receipts
+    index keeps; only past that bound are pending batches folded and the keys summed exactly.
     """
-    lake = home.lake
-    facts_max = lake.stats_max("runtime_facts", "hit_count", tenant) or 0
-    batch_max = lake.stats_max("runtime_fact_batches", "hit_count", tenant) or 0
-    folded = lake.table("runtime_facts").transaction_version(FOLD_APP) or 0
-    pending = max(0, lake.version("runtime_fact_batches") - folded)
-    new_max = int(rows.get_column("hit_count").cast(pl.Int64).max() or 0)  # type: ignore[arg-type]
-    if facts_max + pending * batch_max + new_max <= INT64_MAX:
+    assert prepared.context is not None
+    assert prepared.rows is not None
+    tenant = prepared.context.tenant
+    same = [p for p in same_commit if p.context and p.context.tenant == tenant]
+    bound = home.receipt_index.tenant_hits.get(tenant, 0) + sum(p.hit_total for p in same)
+    if bound + prepared.hit_total <= INT64_MAX:
         return
     _fold_locked(home, now)
-    subject = rows.select("tenant", "subject_key").unique()
-    current = lake.read(
-        "runtime_facts",
-        tenant=tenant,
-        where=pl.col("subject_key").is_in(subject.get_column("subject_key").to_list()),
+    keys = prepared.rows.select("subject_key").unique().get_column("subject_key").to_list()
+    current = home.lake.read(
+        "runtime_facts", tenant=tenant, where=pl.col("subject_key").is_in(keys)
     )
+    rows = pl.concat([p.rows for p in [*same, prepared] if p.rows is not None])
     fold_facts(current, rows, now)  # raises hit_count_overflow
 
 
@@ -189,7 +218,9 @@ def fold_pending(home: Home, now: datetime) -> FoldResult:
     """Fold every committed batch row not yet in `runtime_facts` (idempotent, crash-safe)."""
     with home.commit_lock():
         reconcile(home, now)
-        return _fold_locked(home, now)
+        result = _fold_locked(home, now)
+        sync_receipts(home)
+        return result
 
 
 def _fold_locked(home: Home, now: datetime) -> FoldResult:
@@ -212,22 +243,12 @@ def _fold_locked(home: Home, now: datetime) -> FoldResult:
         )
         in_list = ", ".join(sql_literal(k) for k in keys)
         predicates.append(f"(tenant = {sql_literal(str(tenant))} AND subject_key IN ({in_list}))")
-    current = pl.concat(current_parts)
-    folded = fold_facts(current, pending, now)
+    folded = fold_facts(pl.concat(current_parts), pending, now)
     result.facts_version = lake.replace_where(
         "runtime_facts", folded, " OR ".join(predicates), txn=(FOLD_APP, head)
     )
     result.folded_batches = pending.get_column("batch_sha256").n_unique()
     result.folded_rows = pending.height
-    result.subjects = sorted(
-        {
-            (str(t), str(c), str(s))
-            for t, c, s in pending.select("tenant", "callgraph_id", "subject_key")
-            .unique()
-            .iter_rows()
-        }
-    )
+    triples = pending.select("tenant", "callgraph_id", "subject_key").unique().iter_rows()
+    result.subjects = sorted((str(t), str(c), str(s)) for t, c, s in triples)
     return result
-
-
-__all__ = ["FACT_KEY", "FoldResult", "Reason", "commit_batch", "fold_pending", "reconcile"]

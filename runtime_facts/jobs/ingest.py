@@ -23,7 +23,7 @@ import polars as pl
 from runtime_facts import __version__
 from runtime_facts.errors import BatchRejected, Reason, RejectedError
 from runtime_facts.home import Home
-from runtime_facts.jobs.commit import commit_batch, fold_pending, reconcile
+from runtime_facts.jobs.commit import commit_batches, fold_pending, reconcile
 from runtime_facts.stores.cas import cas_uri
 from runtime_facts.subject import SubjectContext
 from transforms.decompress import gunzip_bounded
@@ -32,6 +32,7 @@ from transforms.validate import Limits, validate_events
 
 Clock = Callable[[], datetime]
 MAX_LINES_IN_RECEIPT = 1000
+COMMIT_GROUP = 8  # ready batches committed together: one Delta commit, one receipt each
 
 
 def utc_now() -> datetime:
@@ -55,6 +56,7 @@ class Prepared:
     unknown_fields: dict[str, int] = field(default_factory=dict)
     error: BatchRejected | None = None
     prepare_seconds: float = 0.0
+    hit_total: int = 0
 
     def receipt(self, status: str, finished_at: datetime, **extra: Any) -> dict[str, Any]:
         """The receipt draft for this attempt (sealed later onto the chain)."""
@@ -87,6 +89,7 @@ class Prepared:
             "finished_at": finished_at.isoformat(),
             "duration_ms": round((finished_at - self.started_at).total_seconds() * 1000, 3),
             "table_versions": {},
+            "hit_count_total": str(self.hit_total) if status == "accepted" else "0",
             "pipeline_version": __version__,
         }
         receipt.update(extra)
@@ -218,6 +221,7 @@ def prepare_batch(
                 Reason.NO_VALID_LINES, "no valid line to ingest", lines=_lines(result.rejections)
             )
         deduped = dedupe_events(result.events)
+        prepared.hit_total = int(deduped.get_column("hit_count").cast(pl.Int128).sum())
         ctx = prepared.context
         prepared.rows = build_batch_rows(
             deduped,
@@ -241,20 +245,8 @@ def discover_pending(
     home: Home, tenant: str | None = None, *, retry_rejected: bool = False
 ) -> list[str]:
     """Staged runtime batches with no final receipt yet (optionally one tenant's), sorted."""
-    staged = list(home.cas.list("runtime"))
-    if not staged:
-        return []
-    done_status = ["accepted", "duplicate"] + ([] if retry_rejected else ["rejected"])
-    home.ensure_lake()
-    receipts = home.lake.scan("ingest_receipts", tenant=tenant)
-    done = set(
-        receipts.filter(pl.col("status").is_in(done_status))
-        .select("batch_sha256")
-        .collect()
-        .get_column("batch_sha256")
-        .to_list()
-    )
-    pending = [sha for sha in staged if sha not in done]
+    index = home.receipt_index.refresh()
+    pending = [s for s in home.cas.list("runtime") if not index.done(s, retry_rejected=retry_rejected)]
     if tenant is not None:
         pending = [sha for sha in pending if _tenant_of(home, sha) == tenant]
     return pending
@@ -316,6 +308,7 @@ def ingest(
         reconcile(home, clock())
     todo = discover_pending(home, tenant) if shas is None else sorted(set(shas))
     summary = IngestSummary()
+    group: list[Prepared] = []
     kwargs = {"source": source, "allow_partial": allow_partial, "sealed": sealed, "clock": clock}
     for prepared in iter_prepared(home, todo, workers=home.settings.ingest.workers, **kwargs):
         if tenant is not None and prepared.context and prepared.context.tenant != tenant:
@@ -324,16 +317,31 @@ def ingest(
                 f"batch belongs to tenant {prepared.context.tenant!r}, not {tenant!r}",
             )
             prepared.rows = None
-        receipt = commit_batch(home, prepared, clock)
-        outcome = BatchOutcome.from_receipt(receipt)
-        summary.add(outcome)
-        if on_batch is not None:
-            on_batch(outcome)
+        group.append(prepared)
+        if len(group) >= COMMIT_GROUP:
+            _commit(home, group, clock, summary, on_batch)
+            group = []
+    if group:
+        _commit(home, group, clock, summary, on_batch)
     if fold:
         result = fold_pending(home, clock())
         summary.facts_version = result.facts_version
         summary.touched_subjects = result.subjects
     return summary
+
+
+def _commit(
+    home: Home,
+    group: list[Prepared],
+    clock: Clock,
+    summary: IngestSummary,
+    on_batch: Callable[[BatchOutcome], None] | None,
+) -> None:
+    for receipt in commit_batches(home, group, clock):
+        outcome = BatchOutcome.from_receipt(receipt)
+        summary.add(outcome)
+        if on_batch is not None:
+            on_batch(outcome)
 
 
 def _lines(rejections: pl.DataFrame) -> list[tuple[int, str, str]]:

@@ -83,6 +83,7 @@ class Lake:
     def __init__(self, root: str, storage_options: dict[str, str] | None = None) -> None:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
+        self._open: dict[str, DeltaTable] = {}
 
     def path(self, name: str) -> str:
         """Table URI."""
@@ -105,8 +106,16 @@ class Lake:
                 )
 
     def table(self, name: str, version: int | None = None) -> DeltaTable:
-        """Open a table (latest or a given version)."""
-        return DeltaTable(self.path(name), version=version, storage_options=self.storage_options)
+        """A table at its latest version (kept open, brought up to date) or at a given version."""
+        if version is not None:
+            return DeltaTable(self.path(name), version=version, storage_options=self.storage_options)
+        table = self._open.get(name)
+        if table is None:
+            table = DeltaTable(self.path(name), storage_options=self.storage_options)
+            self._open[name] = table
+        else:
+            table.update_incremental()
+        return table
 
     def version(self, name: str) -> int:
         """Current version of a table."""
@@ -114,36 +123,34 @@ class Lake:
 
     def append(self, name: str, frame: pl.DataFrame, *, txn: tuple[str, int] | None = None) -> int:
         """Append rows in one commit; returns the new version."""
+        table = self.table(name)
         write_deltalake(
-            self.path(name),
-            _arrow(frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()])),
+            table,
+            frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()]),
             mode="append",
-            storage_options=self.storage_options,
             commit_properties=_commit(txn),
         )
-        return self.version(name)
+        return table.version()
 
     def replace_where(
         self, name: str, frame: pl.DataFrame, predicate: str, *, txn: tuple[str, int] | None = None
     ) -> int:
         """Replace the rows matching `predicate` by `frame` in one atomic commit."""
+        table = self.table(name)
         write_deltalake(
-            self.path(name),
-            _arrow(frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()])),
+            table,
+            frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()]),
             mode="overwrite",
             predicate=predicate,
-            storage_options=self.storage_options,
             commit_properties=_commit(txn),
         )
-        return self.version(name)
+        return table.version()
 
     def scan(
         self, name: str, *, tenant: str | None = None, version: int | None = None
     ) -> pl.LazyFrame:
         """Lazy scan of a table, pruned to one tenant's partition when given."""
-        frame = pl.scan_delta(
-            self.path(name), version=version, storage_options=self.storage_options
-        )
+        frame = pl.scan_delta(self.table(name, version))
         if tenant is not None:
             frame = frame.filter(pl.col("tenant") == tenant)
         return frame

@@ -103,6 +103,30 @@ class ReceiptLog:
                     assert isinstance(doc, dict)
                     yield doc
 
+    def after(self, sequence: int) -> list[dict[str, Any]]:
+        """Receipts with a sequence number above `sequence`, read backwards from the end."""
+        if not self.path.exists():
+            return []
+        out: list[dict[str, Any]] = []
+        with self.path.open("rb") as handle:
+            pos = handle.seek(0, os.SEEK_END)
+            carry = b""
+            while pos > 0:
+                step = min(pos, 1 << 20)
+                pos -= step
+                handle.seek(pos)
+                chunk = handle.read(step) + carry
+                lines = chunk.split(b"\n")
+                carry = lines[0] if pos > 0 else b""
+                for line in reversed(lines[1:] if pos > 0 else lines):
+                    if not line.strip():
+                        continue
+                    doc = orjson.loads(line)
+                    if doc["sequence"] <= sequence:
+                        return out[::-1]
+                    out.append(doc)
+        return out[::-1]
+
     def count(self) -> int:
         """Number of receipts in the log."""
         return sum(1 for _ in self)
@@ -130,3 +154,57 @@ def verify_chain(lines: Iterator[bytes]) -> tuple[int, ChainBreak | None]:
         prev = doc["receipt_sha256"]
         count += 1
     return count, None
+
+
+class ReceiptIndex:
+    """What the receipts log says about each batch, kept current by reading only new bytes.
+
+    The log is append-only, so a byte offset is a stable bookmark: `refresh()` (called under
+    the commit lock) reads what other processes appended since, and nothing else.
+    """
+
+    def __init__(self, log: ReceiptLog) -> None:
+        self.log = log
+        self.offset = 0
+        self.status: dict[str, str] = {}
+        self.tenant_of: dict[str, str] = {}
+        self.tenant_hits: dict[str, int] = {}
+        self.last: dict[str, Any] | None = None
+
+    def refresh(self) -> ReceiptIndex:
+        """Read receipts appended since the last refresh."""
+        if not self.log.path.exists():
+            return self
+        with self.log.path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1  # a torn last line is not a receipt yet
+        for line in data[:end].splitlines():
+            if line.strip():
+                self._add(orjson.loads(line))
+        self.offset += end
+        return self
+
+    def _add(self, receipt: dict[str, Any]) -> None:
+        sha = receipt.get("batch_sha256")
+        status = receipt.get("status")
+        self.last = receipt
+        if not isinstance(sha, str) or not isinstance(status, str):
+            return
+        if self.status.get(sha) != "accepted":  # accepted is final whatever follows
+            self.status[sha] = status
+        tenant = receipt.get("tenant")
+        if isinstance(tenant, str):
+            self.tenant_of[sha] = tenant
+            if status == "accepted":
+                total = int(receipt.get("hit_count_total") or 0)
+                self.tenant_hits[tenant] = self.tenant_hits.get(tenant, 0) + total
+
+    def accepted(self, sha: str) -> bool:
+        """True when an accepted receipt exists for the batch."""
+        return self.status.get(sha) == "accepted"
+
+    def done(self, sha: str, *, retry_rejected: bool = False) -> bool:
+        """True when the batch needs no further attempt."""
+        status = self.status.get(sha)
+        return status in ("accepted", "duplicate") or (status == "rejected" and not retry_rejected)
