@@ -29,8 +29,10 @@ cas_app = typer.Typer(
 facts_app = typer.Typer(help="Read cumulative runtime facts.", no_args_is_help=True)
 app.add_typer(cas_app, name="cas")
 app.add_typer(facts_app, name="facts")
+events_app = typer.Typer(help="Read the signals.fact.updated.v1 outbox.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 HomeOpt = Annotated[
@@ -139,6 +141,104 @@ def cas_verify(
             f"checked {report.checked} objects: {'ok' if report.ok else f'{len(report.bad)} bad'}"
         )
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.REJECTED)
+
+
+@cas_app.command("put-graph")
+def cas_put_graph(
+    file: Annotated[
+        Path, typer.Argument(help="A runtime-facts.callgraph.v1 JSON (gzip or plain).")
+    ],
+    tenant: Annotated[str, typer.Option(help="Tenant the graph belongs to.")],
+    recompute: Annotated[
+        bool, typer.Option("--recompute/--no-recompute", help="Re-score its subjects now.")
+    ] = True,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Validate a callgraph, store it in CAS and make it current for its callgraphId.
+
+    Example: runtime-facts cas put-graph graph.json.gz --tenant acme
+    """
+    from runtime_facts.jobs.graphs import stage_graph
+    from runtime_facts.jobs.ingest import utc_now
+    from runtime_facts.jobs.recompute import recompute as recompute_job
+
+    h = _home(home)
+    try:
+        staged = stage_graph(h, file, tenant, utc_now())
+        changed = (
+            recompute_job(h, tenant, staged.callgraph_id, None, utc_now()).changed
+            if recompute
+            else []
+        )
+    except RuntimeFactsError as exc:
+        _fail(exc, json_out)
+        return
+    if json_out or STATE.json:
+        _emit({**staged.__dict__, "recomputed_subjects": changed}, True)
+    else:
+        sys.stdout.write(staged.uri + "\n")
+        err.print(
+            f"{staged.callgraph_id}: {staged.nodes} nodes, {staged.edges} edges; "
+            f"{len(changed)} subject(s) re-scored",
+            highlight=False,
+        )
+
+
+@app.command("recompute")
+def recompute_cmd(
+    tenant: Annotated[str, typer.Option(help="Tenant.")],
+    callgraph_id: Annotated[str, typer.Option("--callgraph-id", help="Callgraph id.")],
+    subject: Annotated[str | None, typer.Option(help="One subject key (default: all).")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recompute reachability states; unchanged subjects are left alone and emit no event.
+
+    Example: runtime-facts recompute --tenant acme --callgraph-id cg-1 --subject scan:s-42
+    """
+    from runtime_facts.jobs.ingest import utc_now
+    from runtime_facts.jobs.recompute import recompute
+
+    try:
+        result = recompute(_home(home), tenant, callgraph_id, subject, utc_now())
+    except RuntimeFactsError as exc:
+        _fail(exc, json_out)
+        return
+    if json_out or STATE.json:
+        _emit(
+            {"subjects": result.subjects, "changed": result.changed, "events": result.events}, True
+        )
+    else:
+        out.print(
+            f"{result.subjects} subject(s) recomputed, {len(result.changed)} changed",
+            highlight=False,
+        )
+
+
+@events_app.command("tail")
+def events_tail(
+    n: Annotated[int, typer.Option("-n", help="How many of the latest events.")] = 20,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the latest signals.fact.updated.v1 events from the outbox.
+
+    Example: runtime-facts events tail -n 5
+    """
+    from runtime_facts.stores.outbox import Outbox
+
+    events = list(Outbox(_home(home).root / "outbox"))[-n:] if n > 0 else []
+    if json_out or STATE.json:
+        _emit(events, True)
+        return
+    for e in events:
+        out.print(
+            f"{e['emitted_at']}  {e['tenant']}  {e['subject_key']}  {e['fact_kind']} "
+            f"v{e['fact_version']}  {e['digest'][:23]}…  {e['event_id']}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("ingest")
@@ -270,6 +370,13 @@ def generate_cmd(
         _emit({"files": paths}, True)
     else:
         out.print(f"wrote {len(paths)} chunks to {out_dir}")
+
+
+from runtime_facts.cli_offline import offline_app, receipts_app, replay_app  # noqa: E402
+
+app.add_typer(offline_app, name="offline")
+app.add_typer(receipts_app, name="receipts")
+app.add_typer(replay_app, name="replay")
 
 
 def main() -> None:

@@ -132,6 +132,7 @@ class IngestSummary:
     keys: int = 0
     rejected_lines: int = 0
     facts_version: int | None = None
+    states_changed: int = 0
     touched_subjects: list[tuple[str, str, str]] = field(default_factory=list)
     outcomes: list[BatchOutcome] = field(default_factory=list)
 
@@ -246,7 +247,9 @@ def discover_pending(
 ) -> list[str]:
     """Staged runtime batches with no final receipt yet (optionally one tenant's), sorted."""
     index = home.receipt_index.refresh()
-    pending = [s for s in home.cas.list("runtime") if not index.done(s, retry_rejected=retry_rejected)]
+    pending = [
+        s for s in home.cas.list("runtime") if not index.done(s, retry_rejected=retry_rejected)
+    ]
     if tenant is not None:
         pending = [sha for sha in pending if _tenant_of(home, sha) == tenant]
     return pending
@@ -284,6 +287,7 @@ def ingest(
     allow_partial: bool | None = None,
     sealed: bool | None = None,
     fold: bool = True,
+    recompute: bool = True,
     clock: Clock = utc_now,
     on_batch: Callable[[BatchOutcome], None] | None = None,
 ) -> IngestSummary:
@@ -297,6 +301,7 @@ def ingest(
         allow_partial: quarantine bad lines instead of rejecting whole batches.
         sealed: sealed mode.
         fold: fold into `runtime_facts` at the end of the run.
+        recompute: recompute reachability states of the subjects the fold touched.
         clock: time source.
         on_batch: called after each batch commit (progress display).
 
@@ -327,6 +332,11 @@ def ingest(
         result = fold_pending(home, clock())
         summary.facts_version = result.facts_version
         summary.touched_subjects = result.subjects
+        if recompute and result.subjects:
+            from runtime_facts.jobs.recompute import recompute_subjects
+
+            changed = recompute_subjects(home, result.subjects, clock())
+            summary.states_changed = len(changed.changed)
     return summary
 
 

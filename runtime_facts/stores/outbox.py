@@ -1,0 +1,59 @@
+"""The events outbox: `signals.fact.updated.v1` envelopes, appended durably, at least once."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+EVENT_TYPE = "signals.fact.updated.v1"
+_NAMESPACE = uuid.UUID("6f1c1f7e-4b8e-4c55-9d0a-3d3b8f7e9a10")
+
+
+def event_id(tenant: str, subject_key: str, fact_kind: str, fact_version: int, digest: str) -> str:
+    """Deterministic id: a retried emit of the same change gets the same id (consumers dedupe)."""
+    name = f"{tenant}|{subject_key}|{fact_kind}|{fact_version}|{digest}"
+    return str(uuid.uuid5(_NAMESPACE, name))
+
+
+class Outbox:
+    """NDJSON outbox at `<home>/outbox/signals.fact.updated.v1.ndjson`; writes are fsynced."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / f"{EVENT_TYPE}.ndjson"
+
+    def append(self, events: list[dict[str, Any]]) -> None:
+        """Append envelopes (call under the commit lock)."""
+        if not events:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = b"".join(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) + b"\n" for e in events)
+        with self.path.open("ab") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as handle:
+            for line in handle:
+                if line.endswith(b"\n") and line.strip():
+                    doc = orjson.loads(line)
+                    assert isinstance(doc, dict)
+                    yield doc
+
+    def last_version(self, subject_key: str, fact_kind: str) -> int:
+        """Highest fact_version emitted for a subject and kind (0 when none)."""
+        return max(
+            (
+                int(e["fact_version"])
+                for e in self
+                if e.get("subject_key") == subject_key and e.get("fact_kind") == fact_kind
+            ),
+            default=0,
+        )
