@@ -37,6 +37,10 @@ err = Console(stderr=True)
 
 HomeOpt = Annotated[
     str | None,
+    typer.Option("--home", help="Home directory (overrides the global --home)."),
+]
+GlobalHomeOpt = Annotated[
+    str | None,
     typer.Option("--home", envvar="RUNTIME_FACTS_HOME", help="Home directory (default ./var)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
@@ -53,7 +57,7 @@ STATE = State()
 
 
 @app.callback()
-def _main(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+def _main(home: GlobalHomeOpt = None, json_out: JsonOpt = False) -> None:
     STATE.home = home
     STATE.json = json_out
 
