@@ -341,6 +341,53 @@ def facts_list(
     out.print(table)
 
 
+@app.command("bench")
+def bench_cmd(
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (smoke test).")] = False,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also write JSON here.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Benchmark ingest against a bare DuckDB query, table growth, memory and the lattice.
+
+    Example: runtime-facts bench --out bench.json
+    """
+    from runtime_facts.bench import BenchConfig, as_dict, run_bench
+
+    quiet = json_out or STATE.json
+    cfg = BenchConfig.quick() if quick else BenchConfig()
+
+    def log(message: str) -> None:
+        if not quiet:
+            err.print(message, highlight=False)
+
+    result = run_bench(cfg, log)
+    doc = as_dict(result)
+    if out_file is not None:
+        out_file.write_text(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    if quiet:
+        _emit(doc, True)
+        return
+    f = result.figures
+    growth, rss, lattice = f["growth"], f["rss"], f["lattice"]
+    table = Table("figure", "value", title=f"{result.events:,} events in {result.batches} batches")
+    for name, value in [
+        ("baseline (DuckDB) median", f"{f['baseline_median_s']} s"),
+        ("product (ingest) median", f"{f['product_median_s']} s"),
+        ("ratio product / baseline", f"{f['ratio_product_over_baseline']}x"),
+        ("baseline events/s, MB/s", f"{f['baseline_events_per_s']:,}, {f['baseline_mb_per_s']}"),
+        ("product events/s, MB/s", f"{f['product_events_per_s']:,}, {f['product_mb_per_s']}"),
+        ("peak RSS baseline / product",
+         f"{result.baseline_rss_mib:.0f} / {result.product_rss_mib:.0f} MiB"),
+        (f"batch #{growth['batches']} / batch #1", f"{growth['ratio_last_over_first']}x"),
+        ("peak RSS by batch count",
+         ", ".join(f"{k.split('_')[3]} batches: {v} MiB" for k, v in rss.items())),
+        ("lattice 1x / 2x graph", f"{lattice['small_s']} s / {lattice['large_s']} s "
+                                  f"({lattice['ratio_double_over_single']}x)"),
+    ]:  # fmt: skip
+        table.add_row(name, value)
+    out.print(table)
+
+
 @app.command("generate")
 def generate_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the .ndjson.gz chunks.")],

@@ -1,0 +1,238 @@
+"""`runtime-facts bench` / `make bench`: the product against a bare DuckDB query, same run.
+
+Every figure is measured in child processes of this run, alternating baseline and product,
+and reported as a ratio against the baseline measured alongside it (the machines are shared
+and noisy, so absolute seconds mean little on their own).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime_facts.generate import GeneratorSpec, generate_batches
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache" / "bench"
+
+BASELINE_SQL = """
+COPY (
+  SELECT symbolId, codeId, loaderBase, sum(hitCount) AS hit_count, count(*) AS event_count,
+         min(observedAt) AS first_observed_at, max(observedAt) AS last_observed_at
+  FROM read_ndjson({files}, columns = {{symbolId: 'VARCHAR', codeId: 'VARCHAR',
+       loaderBase: 'VARCHAR', hitCount: 'BIGINT', observedAt: 'TIMESTAMPTZ'}})
+  WHERE symbolId IS NOT NULL
+  GROUP BY ALL
+) TO '{out}' (FORMAT parquet, COMPRESSION zstd)
+"""
+
+
+@dataclass
+class BenchConfig:
+    """Sizes; the defaults are the issue's figures, `quick()` is for the smoke test."""
+
+    events: int = 2_000_000
+    symbols: int = 200_000
+    code_ids: int = 2_000
+    repeats: int = 3
+    growth_batches: int = 200
+    growth_events: int = 2_000
+    rss_batches: int = 50
+    rss_events: int = 20_000
+    lattice: tuple[tuple[int, int, int], ...] = ((1_000_000, 5_000_000, 200_000),
+                                                 (2_000_000, 10_000_000, 400_000))  # fmt: skip
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """Tiny sizes that exercise every code path in seconds."""
+        return cls(
+            events=20_000, symbols=2_000, code_ids=50, repeats=1, growth_batches=4,
+            growth_events=500, rss_batches=3, rss_events=500,
+            lattice=((2_000, 8_000, 500), (4_000, 16_000, 1_000)),
+        )  # fmt: skip
+
+
+@dataclass
+class BenchResult:
+    """What `bench` prints and writes as JSON."""
+
+    events: int = 0
+    uncompressed_bytes: int = 0
+    batches: int = 0
+    baseline_seconds: list[float] = field(default_factory=list)
+    product_seconds: list[float] = field(default_factory=list)
+    baseline_rss_mib: float = 0.0
+    product_rss_mib: float = 0.0
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _dataset(cfg: BenchConfig, *, events: int, per_chunk: int | None, seed: int) -> list[Path]:
+    key = f"e{events}-s{cfg.symbols}-c{cfg.code_ids}-p{per_chunk}-r{seed}"
+    folder = CACHE / key
+    done = folder / ".complete"
+    if not done.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        spec = GeneratorSpec(
+            events=events, symbols=cfg.symbols, code_ids=cfg.code_ids, seed=seed,
+            events_per_chunk=per_chunk,
+        )  # fmt: skip
+        for i, chunk in enumerate(generate_batches(spec)):
+            (folder / f"batch-{i:05d}.ndjson.gz").write_bytes(chunk)
+        done.touch()
+    return sorted(folder.glob("*.ndjson.gz"))
+
+
+def _child(code: str, *args: str) -> tuple[float, float]:
+    """Run Python code in a child; returns (wall seconds, peak RSS MiB) of that child alone."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"benchmark child failed with exit code {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+_STAGE = """
+import sys
+from pathlib import Path
+from runtime_facts.config import Settings
+from runtime_facts.home import Home
+from runtime_facts.subject import SubjectContext
+home = Home(Settings.load(sys.argv[1]))
+ctx = SubjectContext("bench", "cg-bench", image_digest="sha256:" + "be" * 32)
+for f in sys.argv[2:]:
+    home.cas.put("runtime", Path(f).read_bytes(), ctx)
+"""
+_INGEST = """
+import sys
+from runtime_facts.config import Settings
+from runtime_facts.home import Home
+from runtime_facts.jobs.ingest import ingest
+summary = ingest(Home(Settings.load(sys.argv[1])))
+assert summary.rejected == 0, summary.outcomes
+"""
+_BASELINE = """
+import sys, duckdb
+duckdb.connect().execute(sys.argv[1])
+"""
+
+
+def _fresh_home(staged: Path, scratch: Path) -> Path:
+    home = scratch / "home"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(staged / "cas", home / "cas")
+    return home
+
+
+def run_bench(cfg: BenchConfig, log: Any = print) -> BenchResult:
+    """Run every benchmark of the issue and return the figures."""
+    result = BenchResult()
+    files = _dataset(cfg, events=cfg.events, per_chunk=None, seed=1)
+    result.events = cfg.events
+    result.batches = len(files)
+    import gzip
+
+    result.uncompressed_bytes = sum(len(gzip.decompress(f.read_bytes())) for f in files)
+    with tempfile.TemporaryDirectory(prefix="rf-bench-") as tmp:
+        scratch = Path(tmp)
+        staged = scratch / "staged"
+        _child(_STAGE, str(staged), *map(str, files))
+        out = scratch / "baseline.parquet"
+        sql = BASELINE_SQL.format(files=[str(f) for f in files], out=out)
+        for i in range(cfg.repeats):
+            seconds, rss = _child(_BASELINE, sql)
+            result.baseline_seconds.append(seconds)
+            result.baseline_rss_mib = max(result.baseline_rss_mib, rss)
+            home = _fresh_home(staged, scratch)
+            seconds, rss = _child(_INGEST, str(home))
+            result.product_seconds.append(seconds)
+            result.product_rss_mib = max(result.product_rss_mib, rss)
+            log(f"  round {i + 1}: baseline {result.baseline_seconds[-1]:.2f}s, "
+                f"product {result.product_seconds[-1]:.2f}s")  # fmt: skip
+        result.figures["growth"] = _growth(cfg, scratch)
+        result.figures["rss"] = _rss(cfg, scratch)
+    result.figures["lattice"] = _lattice(cfg)
+    base = statistics.median(result.baseline_seconds)
+    prod = statistics.median(result.product_seconds)
+    mb = result.uncompressed_bytes / 1e6
+    result.figures.update(
+        baseline_median_s=round(base, 3),
+        product_median_s=round(prod, 3),
+        ratio_product_over_baseline=round(prod / base, 3),
+        baseline_events_per_s=round(cfg.events / base),
+        product_events_per_s=round(cfg.events / prod),
+        baseline_mb_per_s=round(mb / base, 1),
+        product_mb_per_s=round(mb / prod, 1),
+    )
+    return result
+
+
+def _growth(cfg: BenchConfig, scratch: Path) -> dict[str, float]:
+    """Time of ingesting batch #1 and batch #N into a home that grows one batch at a time."""
+    from runtime_facts.config import Settings
+    from runtime_facts.home import Home
+    from runtime_facts.jobs.ingest import ingest
+    from runtime_facts.subject import SubjectContext
+
+    files = _dataset(cfg, events=cfg.growth_batches * cfg.growth_events,
+                     per_chunk=cfg.growth_events, seed=2)  # fmt: skip
+    home = Home(Settings.load(str(scratch / "growth")))
+    ctx = SubjectContext("bench", "cg-bench", image_digest="sha256:" + "90" * 32)
+    times = []
+    for f in files:
+        sha = home.cas.put("runtime", f.read_bytes(), ctx).sha256
+        start = time.perf_counter()
+        ingest(home, [sha])
+        times.append(time.perf_counter() - start)
+    first = statistics.median(times[:3])
+    last = statistics.median(times[-3:])
+    return {
+        "batches": len(files),
+        "first_batches_s": round(first, 4),
+        "last_batches_s": round(last, 4),
+        "ratio_last_over_first": round(last / first, 3),
+    }
+
+
+def _rss(cfg: BenchConfig, scratch: Path) -> dict[str, float]:
+    """Peak RSS of one ingest process for 1 batch and for N batches."""
+    files = _dataset(cfg, events=cfg.rss_batches * cfg.rss_events,
+                     per_chunk=cfg.rss_events, seed=3)  # fmt: skip
+    out: dict[str, float] = {}
+    for n in (1, len(files)):
+        home = scratch / f"rss-{n}"
+        _child(_STAGE, str(home), *map(str, files[:n]))
+        _, rss = _child(_INGEST, str(home))
+        out[f"peak_rss_mib_{n}_batches"] = round(rss, 1)
+    return out
+
+
+def _lattice(cfg: BenchConfig) -> dict[str, float]:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_lattice import run_lattice_bench
+
+    runs = [run_lattice_bench(n, e, o, seed=7) for n, e, o in cfg.lattice]
+    totals = [r["total_s"] for r in runs]
+    return {
+        "small": cfg.lattice[0][0],
+        "small_s": round(totals[0], 3),
+        "large_s": round(totals[1], 3),
+        "ratio_double_over_single": round(totals[1] / totals[0], 3),
+        "detail": runs,  # type: ignore[dict-item]
+    }
+
+
+def as_dict(result: BenchResult) -> dict[str, Any]:
+    """JSON-friendly form."""
+    return asdict(result)

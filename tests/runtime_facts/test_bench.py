@@ -1,0 +1,19 @@
+"""Smoke test so the benchmark cannot rot (no timing assertions: figures live in `make bench`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime_facts.bench import BenchConfig, run_bench
+
+
+@pytest.mark.slow
+def test_quick_bench_produces_every_figure() -> None:
+    result = run_bench(BenchConfig.quick(), log=lambda _msg: None)
+    figures = result.figures
+    assert result.events == BenchConfig.quick().events
+    assert len(result.product_seconds) == len(result.baseline_seconds) == 1
+    assert figures["ratio_product_over_baseline"] > 0
+    assert figures["growth"]["batches"] == 4
+    assert set(figures["rss"]) == {"peak_rss_mib_1_batches", "peak_rss_mib_3_batches"}
+    assert figures["lattice"]["large_s"] > 0
