@@ -230,9 +230,7 @@ def events_tail(
 
     Example: runtime-facts events tail -n 5
     """
-    from runtime_facts.stores.outbox import Outbox
-
-    events = list(Outbox(_home(home).root / "outbox"))[-n:] if n > 0 else []
+    events = list(_home(home).outbox)[-n:] if n > 0 else []
     if json_out or STATE.json:
         _emit(events, True)
         return
@@ -428,6 +426,17 @@ from runtime_facts.cli_offline import offline_app, receipts_app, replay_app  # n
 app.add_typer(offline_app, name="offline")
 app.add_typer(receipts_app, name="receipts")
 app.add_typer(replay_app, name="replay")
+
+from runtime_facts.cli_serve import serve_app  # noqa: E402
+
+app.add_typer(serve_app, name="serve")
+
+from runtime_facts.cli_analyst import doctor_cmd, query_cmd, report_cmd, shell_cmd  # noqa: E402
+
+app.command("query")(query_cmd)
+app.command("shell")(shell_cmd)
+app.command("report")(report_cmd)
+app.command("doctor")(doctor_cmd)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 FOLD_APP = "runtime-facts.fold"
 RECEIPTS_APP = "runtime-facts.receipts"
-_INFLIGHT = ("locks", "inflight.json")
+_INFLIGHT = "locks/inflight.json"
 
 
 @dataclass
@@ -78,11 +78,10 @@ def _commit_locked(
         seen.add(prepared.sha)
         accepted.append((i, prepared))
     versions: dict[str, int] = {}
-    marker = home.path(*_INFLIGHT)
     if accepted:
         for i, prepared in accepted:
             drafts[i] = prepared.receipt("accepted", clock())
-        marker.write_bytes(orjson.dumps([drafts[i] for i, _ in accepted]))
+        home.objects.put(_INFLIGHT, orjson.dumps([drafts[i] for i, _ in accepted]))
         quarantined = [p for _, p in accepted if p.rejections is not None and p.rejections.height]
         if quarantined:
             versions["rejections"] = _append_rejections(home, quarantined, clock())
@@ -100,7 +99,8 @@ def _commit_locked(
         if draft["status"] != "duplicate":
             draft["table_versions"] = dict(versions)
         sealed.append(home.receipts.append(draft))
-    marker.unlink(missing_ok=True)
+    if accepted:
+        home.objects.delete(_INFLIGHT)
     return sealed
 
 
@@ -160,11 +160,10 @@ def sync_receipts(home: Home) -> int:
 def reconcile(home: Home, now: datetime) -> None:
     """Finish what an interrupted commit left: a torn log line, receipts of committed batches."""
     home.receipts.repair()
-    marker = home.root.joinpath(*_INFLIGHT)
-    if not marker.exists():
-        return
     try:
-        drafts = orjson.loads(marker.read_bytes())
+        drafts = orjson.loads(home.objects.get(_INFLIGHT))
+    except FileNotFoundError:
+        return
     except orjson.JSONDecodeError:
         drafts = []
     index = home.receipt_index.refresh()
@@ -176,7 +175,7 @@ def reconcile(home: Home, now: datetime) -> None:
         draft["finished_at"] = now.isoformat()
         home.receipts.append(draft)
         index.refresh()
-    marker.unlink(missing_ok=True)
+    home.objects.delete(_INFLIGHT)
 
 
 def _batch_present(home: Home, sha: str, tenant: str) -> bool:

@@ -12,7 +12,7 @@ from runtime_facts import __version__
 from runtime_facts.home import Home
 from runtime_facts.jobs.graphs import current_graph_sha, load_graph
 from runtime_facts.stores.lake import STATE_SCHEMA, sql_literal
-from runtime_facts.stores.outbox import EVENT_TYPE, Outbox, event_id
+from runtime_facts.stores.outbox import EVENT_TYPE, event_id
 from runtime_facts.subject import validate_tenant
 from transforms.callgraph import Callgraph
 from transforms.canonical import digest_rows
@@ -143,7 +143,7 @@ def _recompute_one(
     )
     if digest == old_digest:
         return
-    outbox = Outbox(home.root / "outbox")
+    outbox = home.outbox
     version = outbox.last_version(subject_key, FACT_KIND) + 1
     if not previous.is_empty():
         version = max(version, int(previous.get_column("fact_version").max() or 0) + 1)  # type: ignore[arg-type]

@@ -108,7 +108,9 @@ class Lake:
     def table(self, name: str, version: int | None = None) -> DeltaTable:
         """A table at its latest version (kept open, brought up to date) or at a given version."""
         if version is not None:
-            return DeltaTable(self.path(name), version=version, storage_options=self.storage_options)
+            return DeltaTable(
+                self.path(name), version=version, storage_options=self.storage_options
+            )
         table = self._open.get(name)
         if table is None:
             table = DeltaTable(self.path(name), storage_options=self.storage_options)

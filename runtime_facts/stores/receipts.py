@@ -41,6 +41,19 @@ class ReceiptLog:
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    @property
+    def location(self) -> str:
+        """Where the log lives, for people."""
+        return str(self.path)
+
+    def read_from(self, offset: int) -> bytes:
+        """The log's bytes from `offset` to its end."""
+        if not self.path.exists():
+            return b""
+        with self.path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+
     def repair(self) -> bool:
         """Cut a torn (newline-less) last line left by a crash. True if something was cut."""
         if not self.path.exists():
@@ -132,6 +145,68 @@ class ReceiptLog:
         return sum(1 for _ in self)
 
 
+class ObjectReceiptLog(ReceiptLog):
+    """The same log kept as one object in an object store (one PUT per append: never torn)."""
+
+    def __init__(self, store: Any, key: str) -> None:
+        super().__init__(Path(key))
+        self.store = store
+        self.key = key
+
+    @property
+    def location(self) -> str:
+        """Where the log lives, for people."""
+        return f"{self.store.uri}/{self.key}"
+
+    def _data(self) -> bytes:
+        try:
+            return bytes(self.store.get(self.key))
+        except FileNotFoundError:
+            return b""
+
+    def read_from(self, offset: int) -> bytes:
+        """The log's bytes from `offset` to its end."""
+        try:
+            return bytes(self.store.read_from(self.key, offset))
+        except FileNotFoundError:
+            return b""
+
+    def repair(self) -> bool:
+        """Nothing to repair: an object is replaced whole or not at all."""
+        return False
+
+    def _lines(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self._data().splitlines() if line.strip()]
+
+    def last(self) -> dict[str, Any] | None:
+        """The last receipt, or None for an empty log."""
+        lines = self._lines()
+        return lines[-1] if lines else None
+
+    def append(self, receipt: dict[str, Any]) -> dict[str, Any]:
+        """Seal onto the chain and append (compare-and-swap: a concurrent append is retried)."""
+        for _ in range(100):
+            try:
+                data, etag = self.store.get_with_etag(self.key)
+            except FileNotFoundError:
+                data, etag = b"", None
+            lines = data.rstrip(b"\n").rsplit(b"\n", 1)
+            last = orjson.loads(lines[-1]) if data.strip() else None
+            prev = last["receipt_sha256"] if last else GENESIS
+            sequence = (last["sequence"] + 1) if last else 1
+            sealed = seal_receipt({**receipt, "sequence": sequence}, prev)
+            if self.store.replace(self.key, data + canonical_json(sealed) + b"\n", etag):
+                return sealed
+        raise TimeoutError(f"could not append to {self.location}: too much contention")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from self._lines()
+
+    def after(self, sequence: int) -> list[dict[str, Any]]:
+        """Receipts with a sequence number above `sequence`."""
+        return [r for r in self._lines() if r["sequence"] > sequence]
+
+
 def verify_chain(lines: Iterator[bytes]) -> tuple[int, ChainBreak | None]:
     """Recompute every link. Returns (receipts checked, first break or None)."""
     prev = GENESIS
@@ -173,11 +248,7 @@ class ReceiptIndex:
 
     def refresh(self) -> ReceiptIndex:
         """Read receipts appended since the last refresh."""
-        if not self.log.path.exists():
-            return self
-        with self.log.path.open("rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read()
+        data = self.log.read_from(self.offset)
         end = data.rfind(b"\n") + 1  # a torn last line is not a receipt yet
         for line in data[:end].splitlines():
             if line.strip():
