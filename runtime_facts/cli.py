@@ -245,6 +245,9 @@ def events_tail(
 
 @app.command("ingest")
 def ingest_cmd(
+    from_kit: Annotated[
+        Path | None, typer.Option("--from", help="Verify, load and ingest an offline kit.")
+    ] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's batches.")] = None,
     allow_partial: Annotated[
         bool, typer.Option("--allow-partial", help="Quarantine bad lines, ingest the rest.")
@@ -255,16 +258,16 @@ def ingest_cmd(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Ingest every staged batch not yet ingested; exit 3 if any batch was rejected.
+    """Ingest every staged batch not yet ingested (or an offline kit); exit 3 on any rejection.
 
-    Example: runtime-facts ingest --tenant acme
+    Example: runtime-facts ingest --tenant acme    ·    runtime-facts ingest --from ./kit
     """
     from runtime_facts.jobs.ingest import BatchOutcome, discover_pending, ingest
 
     h = _home(home)
     quiet = json_out or STATE.json
     try:
-        todo = discover_pending(h, tenant)
+        todo = [] if from_kit is not None else discover_pending(h, tenant)
         with Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -285,14 +288,26 @@ def ingest_cmd(
                         highlight=False,
                     )
 
-            summary = ingest(
-                h,
-                todo,
-                tenant=tenant,
-                allow_partial=allow_partial or None,
-                sealed=sealed or None,
-                on_batch=tick,
-            )
+            if from_kit is not None:
+                from runtime_facts.jobs.offline import ingest_kit
+
+                summary = ingest_kit(
+                    h,
+                    from_kit,
+                    tenant=tenant,
+                    sealed=sealed,
+                    allow_partial=allow_partial or None,
+                    on_batch=tick,
+                )
+            else:
+                summary = ingest(
+                    h,
+                    todo,
+                    tenant=tenant,
+                    allow_partial=allow_partial or None,
+                    sealed=sealed or None,
+                    on_batch=tick,
+                )
     except RuntimeFactsError as exc:
         _fail(exc, json_out)
         return

@@ -172,10 +172,11 @@ class S3ObjectStore:
     def append(self, key: str, data: bytes) -> None:
         """Append by compare-and-swap on the whole object; a concurrent append is retried."""
         for _ in range(100):
+            etag: str | None
             try:
                 current, etag = self.get_with_etag(key)
             except FileNotFoundError:
-                current, etag = b"", None  # type: ignore[assignment]
+                current, etag = b"", None
             if self.replace(key, current + data, etag):
                 return
             time.sleep(0.01)

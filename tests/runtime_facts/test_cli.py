@@ -163,3 +163,18 @@ def test_generate_is_deterministic(tmp_path: Path) -> None:
     second = sorted(p.read_bytes() for p in (tmp_path / "b").iterdir())
     assert first == second
     assert first
+
+
+def test_ingest_from_a_kit(
+    tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public_key = fixtures_dir / "keys" / "TEST-ONLY-offline-kit.pub"
+    monkeypatch.setenv("RUNTIME_FACTS__OFFLINE__PUBLIC_KEY", str(public_key))
+    home = str(tmp_path / "h")
+    code, out = _run(
+        "--home", home, "--json", "ingest", "--from", str(fixtures_dir / "offline-kit")
+    )
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["accepted"] == 2
+    assert {o["status"] for o in doc["outcomes"]} == {"accepted"}
