@@ -10,6 +10,7 @@ it folded through (a Delta app transaction), so a fold is never applied twice.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,10 +22,11 @@ import orjson
 import polars as pl
 
 from runtime_facts import __version__
-from runtime_facts.errors import BatchRejected, Reason, RejectedError
+from runtime_facts.errors import BatchRejected, Reason, RejectedError, RuntimeFactsError
 from runtime_facts.home import Home
-from runtime_facts.jobs.commit import commit_batches, fold_pending, reconcile
+from runtime_facts.jobs.commit import commit_batches, fold_pending, reconcile, sync_receipts
 from runtime_facts.stores.cas import cas_uri
+from runtime_facts.stores.receipts import canonical_json
 from runtime_facts.subject import SubjectContext
 from transforms.decompress import gunzip_bounded
 from transforms.dedupe import build_batch_rows, dedupe_events
@@ -72,6 +74,9 @@ class Prepared:
             "tenant": ctx.tenant if ctx else None,
             "subject_key": ctx.subject_key if ctx else None,
             "callgraph_id": ctx.callgraph_id if ctx else None,
+            "context_sha256": (
+                hashlib.sha256(canonical_json(ctx.to_json())).hexdigest() if ctx else None
+            ),
             "status": status,
             "line_count": self.line_count,
             "accepted_count": accepted if status == "accepted" else 0,
@@ -258,9 +263,7 @@ def discover_pending(
 def _tenant_of(home: Home, sha: str) -> str | None:
     try:
         return str(home.cas.context("runtime", sha).get("tenant"))
-    except RejectedError:
-        return None
-    except Exception:
+    except (RuntimeFactsError, ValueError):  # no or unreadable sidecar: not this tenant's
         return None
 
 
@@ -337,6 +340,9 @@ def ingest(
 
             changed = recompute_subjects(home, result.subjects, clock())
             summary.states_changed = len(changed.changed)
+    else:
+        with home.commit_lock():
+            sync_receipts(home)
     return summary
 
 
