@@ -25,6 +25,7 @@ demo: setup ## Stage the bundled fixtures, run the ingest end to end, print what
 	@.venv/bin/python -m runtime_facts.demo
 
 test: setup ## Run every test (slow ones included)
+	@bash scripts/ensure-chromium.sh
 	@.venv/bin/pytest
 
 lint: setup ## ruff + mypy --strict on the packages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -456,6 +457,10 @@ app.command("doctor")(doctor_cmd)
 
 def main() -> None:
     """Entry point with exit codes for unexpected errors."""
+    if os.environ.get("RUNTIME_FACTS__LOG__FORMAT") or os.environ.get("RUNTIME_FACTS__LOG__LEVEL"):
+        from runtime_facts.logs import configure_logging
+
+        configure_logging()  # structured logs on stderr when an operator asks for them
     try:
         app()
     except RuntimeFactsError as exc:  # pragma: no cover - commands catch their own

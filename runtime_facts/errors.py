@@ -91,6 +91,14 @@ class Reason(StrEnum):
     BODY_TIMEOUT = "body_timeout"
     CLIENT_DISCONNECTED = "client_disconnected"
     AIRFLOW_UNAVAILABLE = "airflow_unavailable"
+    # analysts' queries and reports
+    SQL_ERROR = "sql_error"
+    INVALID_AS_OF = "invalid_as_of"
+    UNKNOWN_TABLE = "unknown_table"
+    VERSION_NOT_FOUND = "version_not_found"
+    MISSING_OUTPUT = "missing_output"
+    OUTPUT_UNWRITABLE = "output_unwritable"
+    UNSUPPORTED_HOME = "unsupported_home"
 
 
 class RuntimeFactsError(Exception):

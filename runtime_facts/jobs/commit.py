@@ -20,6 +20,7 @@ import polars as pl
 
 from runtime_facts.errors import BatchRejected
 from runtime_facts.home import Home
+from runtime_facts.logs import log_batch
 from runtime_facts.stores.lake import RECEIPT_SCHEMA, sql_literal
 from transforms.fold import fold_facts
 from transforms.schema import INT64_MAX
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 FOLD_APP = "runtime-facts.fold"
 RECEIPTS_APP = "runtime-facts.receipts"
 _INFLIGHT = "locks/inflight.json"
+# Subjects a fold touched whose states may not be recomputed yet (fold head version each),
+# written before the fold commits: a crash between fold and recompute loses no re-score.
+_RECOMPUTE = "locks/recompute-pending.json"
+Subject = tuple[str, str, str]
 
 
 @dataclass
@@ -53,7 +58,10 @@ def commit_batches(
     """Commit prepared batches under the lock, in one Delta commit; one receipt each, in order."""
     with home.commit_lock():
         reconcile(home, clock())
-        return _commit_locked(home, group, clock)
+        receipts = _commit_locked(home, group, clock)
+    for receipt in receipts:
+        log_batch(receipt)
+    return receipts
 
 
 def _commit_locked(
@@ -243,11 +251,40 @@ def _fold_locked(home: Home, now: datetime) -> FoldResult:
         in_list = ", ".join(sql_literal(k) for k in keys)
         predicates.append(f"(tenant = {sql_literal(str(tenant))} AND subject_key IN ({in_list}))")
     folded = fold_facts(pl.concat(current_parts), pending, now)
+    triples = pending.select("tenant", "callgraph_id", "subject_key").unique().iter_rows()
+    result.subjects = sorted((str(t), str(c), str(s)) for t, c, s in triples)
+    _write_recompute(home, {**pending_recompute(home), **dict.fromkeys(result.subjects, head)})
     result.facts_version = lake.replace_where(
         "runtime_facts", folded, " OR ".join(predicates), txn=(FOLD_APP, head)
     )
     result.folded_batches = pending.get_column("batch_sha256").n_unique()
     result.folded_rows = pending.height
-    triples = pending.select("tenant", "callgraph_id", "subject_key").unique().iter_rows()
-    result.subjects = sorted((str(t), str(c), str(s)) for t, c, s in triples)
     return result
+
+
+def pending_recompute(home: Home) -> dict[Subject, int]:
+    """Folded subjects whose states may be stale, each with the fold (batch version) that last
+    touched it; hand the snapshot back to `clear_recompute` once they are recomputed."""
+    try:
+        rows = orjson.loads(home.objects.get(_RECOMPUTE))
+    except FileNotFoundError:
+        return {}
+    return {(str(t), str(c), str(s)): int(v) for t, c, s, v in rows}
+
+
+def clear_recompute(home: Home, done: dict[Subject, int]) -> None:
+    """Forget the subjects of a `pending_recompute` snapshot, unless folded again since."""
+    if not done:
+        return
+    with home.commit_lock():
+        pending = pending_recompute(home)
+        left = {k: v for k, v in pending.items() if done.get(k) != v}
+        if left != pending:
+            _write_recompute(home, left)
+
+
+def _write_recompute(home: Home, pending: dict[Subject, int]) -> None:
+    if pending:
+        home.objects.put(_RECOMPUTE, orjson.dumps(sorted([*k, v] for k, v in pending.items())))
+    else:
+        home.objects.delete(_RECOMPUTE)
