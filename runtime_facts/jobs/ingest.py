@@ -24,10 +24,18 @@ import polars as pl
 from runtime_facts import __version__
 from runtime_facts.errors import BatchRejected, Reason, RejectedError, RuntimeFactsError
 from runtime_facts.home import Home
-from runtime_facts.jobs.commit import commit_batches, fold_pending, reconcile, sync_receipts
+from runtime_facts.jobs.commit import (
+    clear_recompute,
+    commit_batches,
+    fold_pending,
+    pending_recompute,
+    reconcile,
+    sync_receipts,
+)
 from runtime_facts.stores.cas import cas_uri
 from runtime_facts.stores.receipts import canonical_json
 from runtime_facts.subject import SubjectContext
+from runtime_facts.tracing import batch_span
 from transforms.decompress import gunzip_bounded
 from transforms.dedupe import build_batch_rows, dedupe_events
 from transforms.validate import Limits, validate_events
@@ -161,6 +169,27 @@ class IngestSummary:
 
 
 def prepare_batch(
+    home: Home,
+    sha: str,
+    *,
+    source: str = "cas",
+    allow_partial: bool | None = None,
+    sealed: bool | None = None,
+    clock: Clock = utc_now,
+) -> Prepared:
+    """`_prepare_batch` inside a trace span (a no-op unless an OTLP endpoint is configured)."""
+    with batch_span(sha, {"casUri": cas_uri("runtime", sha)}) as span:
+        prepared = _prepare_batch(
+            home, sha, source=source, allow_partial=allow_partial, sealed=sealed, clock=clock
+        )
+        if span.is_recording() and prepared.context is not None:
+            span.set_attribute("callgraphId", prepared.context.callgraph_id)
+            span.set_attribute("subjectKey", prepared.context.subject_key)
+            span.set_attribute("eventCount", prepared.line_count)
+        return prepared
+
+
+def _prepare_batch(
     home: Home,
     sha: str,
     *,
@@ -335,11 +364,16 @@ def ingest(
         result = fold_pending(home, clock())
         summary.facts_version = result.facts_version
         summary.touched_subjects = result.subjects
-        if recompute and result.subjects:
+        if recompute:
             from runtime_facts.jobs.recompute import recompute_subjects
 
-            changed = recompute_subjects(home, result.subjects, clock())
-            summary.states_changed = len(changed.changed)
+            # Also the subjects a killed run folded but never re-scored.
+            pending = pending_recompute(home)
+            subjects = sorted(set(result.subjects) | set(pending))
+            if subjects:
+                changed = recompute_subjects(home, subjects, clock())
+                summary.states_changed = len(changed.changed)
+            clear_recompute(home, pending)
     else:
         with home.commit_lock():
             sync_receipts(home)
