@@ -36,6 +36,9 @@ lint: setup ## ruff + mypy --strict on the packages
 bench: setup ## Benchmarks, printed as ratios against a baseline measured in the same run
 	@.venv/bin/runtime-facts bench
 
+airflow: setup ## Start Airflow standalone on this repo's DAGs (UI :8080, state in airflow-home/)
+	@.venv/bin/python -m runtime_facts.airflow_standalone
+
 ci: lint test ## What CI runs, plus lint
 
 clean: ## Remove local state (var/, airflow-home/) but not the environment

@@ -103,6 +103,58 @@ def ingest_one(
     return project_receipt(receipt)
 
 
+def ingest_chunk(
+    home: Home,
+    shas: list[str],
+    *,
+    source: str = "cas",
+    tenant: str | None = None,
+    allow_partial: bool | None = None,
+    sealed: bool | None = None,
+    clock: Clock = utc_now,
+) -> list[dict[str, Any]]:
+    """`ingest_one` for each batch of a chunk, in order (see `plan_chunks`).
+
+    Args:
+        home: the home holding the batches and the tables.
+        shas: the chunk's batch digests.
+        source: `cas` or `offline-kit`, recorded in the receipts.
+        tenant: only this tenant's batches are accepted (others: `tenant_mismatch`).
+        allow_partial: quarantine bad lines instead of rejecting the batch (default: settings).
+        sealed: sealed mode (default: settings).
+        clock: time source.
+
+    Returns:
+        One outcome per batch (see `ingest_one`). A retried chunk reports the batches its
+        first try committed as `duplicate`: each batch still counts once.
+    """
+    return [
+        ingest_one(
+            home,
+            sha,
+            source=source,
+            tenant=tenant,
+            allow_partial=allow_partial,
+            sealed=sealed,
+            clock=clock,
+        )
+        for sha in shas
+    ]
+
+
+def plan_chunks(shas: list[str], max_chunks: int) -> list[list[str]]:
+    """Split batches into at most `max_chunks` chunks of equal size, in order.
+
+    One chunk per batch while there are at most `max_chunks` of them (so each batch is its
+    own mapped task), fewer, larger chunks beyond that (so a mapped list never exceeds
+    Airflow's `[core] max_map_length`).
+    """
+    if max_chunks < 1:
+        raise ValueError("max_chunks must be at least 1")
+    size = max(1, -(-len(shas) // max_chunks))
+    return [shas[i : i + size] for i in range(0, len(shas), size)]
+
+
 def project_receipt(receipt: dict[str, Any]) -> dict[str, Any]:
     """The XCom-sized part of a sealed receipt (no per-line findings, no frames)."""
     out = {name: receipt.get(name) for name in OUTCOME_FIELDS}

@@ -82,6 +82,11 @@ def current_graph_sha(home: Home, tenant: str, callgraph_id: str) -> str | None:
     return sha if isinstance(sha, str) else None
 
 
+def forget_current_graph(home: Home, tenant: str, callgraph_id: str) -> None:
+    """Drop the current-graph record of a callgraphId (retention, when its graph is deleted)."""
+    home.objects.delete(_registry_key(tenant, callgraph_id))
+
+
 def load_graph(home: Home, sha: str) -> Callgraph:
     """Read (digest re-verified) and parse a staged graph."""
     try:

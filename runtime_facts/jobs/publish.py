@@ -1,0 +1,235 @@
+"""Publish what an ingest run did: a run summary, and Prometheus metrics for the whole home.
+
+The metrics (SPEC §6) are recomputed from the `ingest_receipts` table on every run, never
+incremented in memory, so they are cumulative across runs and processes and survive a crash:
+a lost publish is repaired by the next one. They are written in the Prometheus text format to
+`<home>/metrics/runtime_facts.prom`, atomically (temp file, fsync, rename), for node_exporter's
+textfile collector (`--collector.textfile.directory=<home>/metrics`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime
+from typing import Any
+
+import polars as pl
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from runtime_facts.home import Home
+from runtime_facts.jobs.batch import count_cas_misses
+from runtime_facts.jobs.commit import sync_receipts
+from runtime_facts.stores.objects import LocalObjectStore
+from runtime_facts.stores.receipts import canonical_json
+
+METRICS_KEY = "metrics/runtime_facts.prom"
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+"""Upper bounds (seconds) of the ingest latency histogram: batches take 0.05 s to minutes."""
+UNKNOWN_TENANT = "unknown"
+EXPORTS = "receipts/exports"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ReceiptMetrics(Collector):
+    """A collector whose samples are aggregated from the receipts table at collect time."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.totals: dict[str, float] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the SPEC §6 metric families (plus batches by status)."""
+        receipts = self._receipts()
+        by_tenant = (
+            receipts.group_by("tenant")
+            .agg(
+                pl.col("accepted_count").filter(pl.col("status") == "accepted").sum().alias("ev"),
+                (pl.col("status") == "rejected").sum().alias("failures"),
+            )
+            .sort("tenant")
+        )
+        events = CounterMetricFamily(
+            "signals_runtime_events",
+            "Runtime events accepted into the facts (lines of accepted batches).",
+            labels=["tenant"],
+        )
+        failures = CounterMetricFamily(
+            "signals_runtime_ingest_failures",
+            "Batch ingest attempts rejected (each has a receipt with its reason codes).",
+            labels=["tenant"],
+        )
+        for tenant, ev, failed in by_tenant.iter_rows():
+            events.add_metric([tenant], float(ev or 0))
+            failures.add_metric([tenant], float(failed or 0))
+        yield events
+        yield failures
+
+        batches = CounterMetricFamily(
+            "signals_runtime_batches",
+            "Batch ingest attempts by outcome (accepted, rejected, duplicate).",
+            labels=["tenant", "status"],
+        )
+        by_status = receipts.group_by("tenant", "status").len().sort("tenant", "status")
+        for tenant, status, count in by_status.iter_rows():
+            batches.add_metric([tenant, status], float(count))
+        yield batches
+
+        seconds = receipts.get_column("duration_ms").fill_null(0.0) / 1000.0
+        buckets = [(_le(bound), float((seconds <= bound).sum())) for bound in LATENCY_BUCKETS]
+        buckets.append(("+Inf", float(seconds.len())))
+        yield HistogramMetricFamily(
+            "signals_runtime_ingest_latency_seconds",
+            "Wall time of one batch ingest attempt, from read to sealed receipt.",
+            buckets=buckets,
+            sum_value=float(seconds.sum()),
+        )
+
+        receipted_misses = int(
+            receipts.get_column("reason_codes").list.contains("cas_miss").fill_null(False).sum()
+        )
+        misses = receipted_misses + count_cas_misses(self.home)
+        yield CounterMetricFamily(
+            "signals_runtime_cas_miss",
+            "Batches that were not found in CAS when an ingest read them.",
+            value=float(misses),
+        )
+        self.totals = {
+            "receipts": float(receipts.height),
+            "events": float(by_tenant.get_column("ev").sum() or 0),
+            "failures": float(by_tenant.get_column("failures").sum() or 0),
+            "cas_misses": float(misses),
+        }
+
+    def _receipts(self) -> pl.DataFrame:
+        columns = ["tenant", "status", "accepted_count", "duration_ms", "reason_codes"]
+        if not self.home.lake.exists():
+            schema = {
+                "tenant": pl.String(),
+                "status": pl.String(),
+                "accepted_count": pl.Int64(),
+                "duration_ms": pl.Float64(),
+                "reason_codes": pl.List(pl.String()),
+            }
+            return pl.DataFrame(schema=schema)
+        frame = self.home.lake.scan("ingest_receipts").select(columns).collect()
+        return frame.with_columns(pl.col("tenant").fill_null(UNKNOWN_TENANT))
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+def write_metrics(home: Home) -> dict[str, float]:
+    """Recompute the metrics from the receipts and write the textfile; returns the totals."""
+    registry = CollectorRegistry(auto_describe=False)
+    collector = ReceiptMetrics(home)
+    registry.register(collector)
+    data = generate_latest(registry)
+    # Always a local file (for an object-store home, under its local working folder): the
+    # textfile collector reads it from this machine's disk.
+    home.path(*METRICS_KEY.split("/"))
+    LocalObjectStore(home.root).put(METRICS_KEY, data, overwrite=True)
+    return collector.totals
+
+
+def summarize(outcomes: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
+    """Totals of one run from its batch outcomes (as returned by `ingest_one`)."""
+    done = [o for o in outcomes if isinstance(o, dict)]
+    statuses = Counter(str(o.get("status")) for o in done)
+    accepted = [o for o in done if o.get("status") == "accepted"]
+    rejected = [o for o in done if o.get("status") == "rejected"]
+    reasons = Counter(code for o in rejected for code in o.get("reason_codes") or [])
+    return {
+        "batches": len(done),
+        "accepted": statuses["accepted"],
+        "rejected": statuses["rejected"],
+        "duplicate": statuses["duplicate"],
+        "events": sum(int(o.get("accepted_count") or 0) for o in accepted),
+        "keys": sum(int(o.get("key_count") or 0) for o in accepted),
+        "rejected_lines": sum(int(o.get("rejected_count") or 0) for o in done),
+        "reason_codes": dict(sorted(reasons.items())),
+        "rejected_batches": [
+            {
+                "batch_sha256": o.get("batch_sha256"),
+                "cas_uri": o.get("cas_uri"),
+                "tenant": o.get("tenant"),
+                "reason_codes": list(o.get("reason_codes") or []),
+                "detail": o.get("detail"),
+            }
+            for o in sorted(rejected, key=lambda o: str(o.get("batch_sha256")))
+        ],
+    }
+
+
+def publish_run(home: Home, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the metrics textfile and return the run's summary.
+
+    Args:
+        home: the home whose receipts are aggregated and where `metrics/` lives.
+        outcomes: this run's batch outcomes (dicts from `ingest_one`; `None`s are skipped).
+
+    Returns:
+        The run totals (`batches`, `accepted`, `rejected`, `duplicate`, `events`, `keys`,
+        `rejected_lines`, `reason_codes`, `rejected_batches`), the receipts chain head
+        (`receipts.count`, `receipts.head_sha256`), the cumulative metric totals and the
+        metrics file path.
+    """
+    summary = summarize(outcomes)
+    if home.lake.exists():
+        with home.commit_lock():  # the table mirrors the log; bring it up to date first
+            sync_receipts(home)
+    totals = write_metrics(home)
+    last = home.receipts.last()
+    summary["receipts"] = {
+        "count": int(last["sequence"]) if last else 0,
+        "head_sha256": last["receipt_sha256"] if last else None,
+        "log": str(getattr(home.receipts, "location", home.receipts.path)),
+    }
+    summary["cumulative"] = {k: int(v) for k, v in sorted(totals.items())}
+    summary["metrics_path"] = str(home.root.joinpath(*METRICS_KEY.split("/")))
+    return summary
+
+
+def export_receipts(home: Home, outcomes: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """Write the full sealed receipts of a run's batches to `receipts/exports/<name>.ndjson`.
+
+    The file is what an air-gapped site carries back for audit next to the receipts log:
+    the receipts are copied verbatim (hash-chain fields included), in log order, so
+    `runtime-facts receipts verify` can check each against the log it came from.
+
+    Args:
+        home: the home whose receipts log is read.
+        outcomes: the run's batch outcomes (each carries its `receipt_sha256`).
+        name: the export's name (e.g. the Airflow run id); unsafe characters become `_`.
+
+    Returns:
+        `path` of the export, `receipts` written, and `missing` receipt digests not found.
+    """
+    wanted = {str(o["receipt_sha256"]) for o in outcomes if o and o.get("receipt_sha256")}
+    found = [r for r in home.receipts if r.get("receipt_sha256") in wanted]
+    key = f"{EXPORTS}/{_UNSAFE.sub('_', name).strip('._') or 'run'}.ndjson"
+    home.objects.put(key, b"".join(canonical_json(r) + b"\n" for r in found), overwrite=True)
+    missing = sorted(wanted - {str(r["receipt_sha256"]) for r in found})
+    return {"path": f"{home.uri}/{key}", "receipts": len(found), "missing": missing}
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-friendly copy of a job's result (dataclasses, mappings, tuples, datetimes)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        return to_jsonable(value.to_dict())
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

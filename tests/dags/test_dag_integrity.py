@@ -1,0 +1,142 @@
+"""Every DAG file parses, follows the house rules, and stays light at parse time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dags.conftest import DAG_IDS, DAGS
+
+HEAVY = ("polars", "duckdb", "deltalake", "pyarrow", "runtime_facts.jobs", "runtime_facts.config")
+PROBE = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+heavy = {heavy!r}
+out = {{}}
+for path in {paths!r}:
+    bag = DagBag(dag_folder=path)
+    assert not bag.import_errors, bag.import_errors
+    out[path] = {{
+        "heavy": sorted(m for m in heavy if m in sys.modules),
+        "schedules": {{i: str(d.schedule) for i, d in bag.dags.items()}},
+    }}
+print(json.dumps(out))
+"""
+
+
+def _probe(env: dict[str, str] | None = None) -> dict[str, Any]:
+    paths = sorted(str(p) for p in DAGS.glob("*.py"))
+    code = PROBE.format(heavy=HEAVY, paths=paths)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+def test_dagbag_has_no_import_errors(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == DAG_IDS
+
+
+@pytest.mark.parametrize("dag_id", sorted(DAG_IDS))
+def test_dag_follows_house_rules(dagbag: Any, dag_id: str) -> None:
+    dag = dagbag.dags[dag_id]
+    assert Path(dag.fileloc).stem == dag_id
+    assert "runtime-facts" in dag.tags
+    assert len(dag.tags) >= 2
+    assert dag.doc_md
+    assert dag_id in dag.doc_md
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.default_args["retries"] >= 2
+    assert all(task.retries >= 2 for task in dag.tasks)
+    assert dag.owner == "runtime-facts"
+
+
+@pytest.fixture(scope="module")
+def parsed_alone() -> dict[str, Any]:
+    """Each DAG file parsed in a fresh interpreter, with a custom ingest schedule."""
+    return _probe({"RUNTIME_FACTS__SCHEDULE": "17 * * * *"})
+
+
+def test_dag_files_import_no_heavy_module_at_parse_time(parsed_alone: dict[str, Any]) -> None:
+    assert len(parsed_alone) == len(DAG_IDS)
+    for path, found in parsed_alone.items():
+        assert found["heavy"] == [], f"{path} imports {found['heavy']} at parse time"
+
+
+def test_ingest_schedule_comes_from_the_environment(parsed_alone: dict[str, Any]) -> None:
+    ingest = parsed_alone[str(DAGS / "runtime_facts_ingest.py")]
+    assert ingest["schedules"] == {"runtime_facts_ingest": "17 * * * *"}
+
+
+def test_schedules(dagbag: Any) -> None:
+    assert dagbag.dags["runtime_facts_ingest"].schedule == "*/5 * * * *"
+    assert dagbag.dags["runtime_facts_retention"].schedule == "@daily"
+    assert dagbag.dags["runtime_facts_airgap_backfill"].schedule is None
+    graphs = dagbag.dags["reachability_recompute"].schedule
+    assert graphs.uri == "runtime-facts://cas/reachability/graphs"
+
+
+def test_ingest_maps_one_task_per_chunk_and_declares_table_assets(dagbag: Any) -> None:
+    dag = dagbag.dags["runtime_facts_ingest"]
+    ingest = dag.task_dict["ingest_batch"]
+    assert ingest.is_mapped
+    outlets = {a.uri for t in dag.tasks for a in t.outlets}
+    assert {
+        "runtime-facts://lake/runtime_fact_batches",
+        "runtime-facts://lake/ingest_receipts",
+        "runtime-facts://lake/runtime_facts",
+        "runtime-facts://lake/reachability_states",
+    } <= outlets
+    assert dag.task_dict["fold"].trigger_rule == "none_failed"
+    assert dag.task_dict["publish"].trigger_rule == "none_failed"
+
+
+def _validate(dagbag: Any, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    params = copy.deepcopy(dagbag.dags[dag_id].params)
+    params.update(conf)
+    validated: dict[str, Any] = params.validate()
+    return validated
+
+
+def test_airgap_params_accept_a_valid_request(dagbag: Any) -> None:
+    conf = {"kit_path": "/mnt/kit", "tenant": "acme", "sealed": True, "allow_partial": False}
+    assert _validate(dagbag, "runtime_facts_airgap_backfill", conf) == conf
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {},  # kit_path is required
+        {"kit_path": ""},
+        {"kit_path": "/mnt/kit", "tenant": "Acme"},
+        {"kit_path": "/mnt/kit", "tenant": "../etc"},
+        {"kit_path": "/mnt/kit", "sealed": "yes"},
+        {"kit_path": "/mnt/kit", "allow_partial": 1},
+    ],
+)
+def test_airgap_params_reject_bad_requests(dagbag: Any, conf: dict[str, Any]) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        _validate(dagbag, "runtime_facts_airgap_backfill", conf)
+
+
+def test_retention_is_a_dry_run_unless_asked(dagbag: Any) -> None:
+    assert _validate(dagbag, "runtime_facts_retention", {})["dry_run"] is True
