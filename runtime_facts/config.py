@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -65,6 +65,31 @@ class OfflineSettings(BaseModel):
     """Ed25519 public key (base64 raw or PEM path) that kit signatures are checked against."""
 
 
+class ServeSettings(BaseModel):
+    """The staging endpoint (`runtime-facts serve`)."""
+
+    host: str = "127.0.0.1"
+    """Interface the HTTP server binds to."""
+    port: int = 8080
+    """TCP port of the HTTP server."""
+    token_file: str | None = None
+    """JSON file of bearer-token hashes, tenants and scopes (docs/staging-endpoint.md)."""
+    allow_anonymous: bool = False
+    """Accept requests without a token (local development only; never ready in sealed mode)."""
+    body_timeout_seconds: float = 30.0
+    """A stalled upload (no body bytes for this long) is answered 408 and closed."""
+    max_plain_bytes: int = 64 * MIB
+    """Largest uncompressed body accepted; gzip (Content-Encoding) lets up to the batch cap in."""
+    max_concurrency: int = 128
+    """Connections served at once; past it the server answers 503."""
+    airflow_api_url: str | None = None
+    """Airflow base URL: recompute triggers the `reachability_recompute` DAG there."""
+    airflow_token: SecretStr | None = None
+    """Bearer token for the Airflow REST API (never logged)."""
+    airflow_timeout_seconds: float = 10.0
+    """Timeout of one call to the Airflow REST API."""
+
+
 class Settings(BaseSettings):
     """All runtime-facts settings; built inside jobs and tasks, never at DAG parse time."""
 
@@ -81,6 +106,7 @@ class Settings(BaseSettings):
     score: ScoreSettings = ScoreSettings()
     retention: RetentionSettings = RetentionSettings()
     offline: OfflineSettings = OfflineSettings()
+    serve: ServeSettings = ServeSettings()
     schedule: str = "*/5 * * * *"
     """Cron schedule of the ingest DAG."""
 
