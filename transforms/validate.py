@@ -30,7 +30,7 @@ from transforms.schema import (
 _HEX_RE = r"^(0[xX])?[0-9a-fA-F]+$"
 _TS_ZONED = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _TS_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
-_LONG_NUMBER = re.compile(rb"[0-9]{65,}")
+_ARROW_MAX_OPENERS = 256  # Arrow's JSON parser recurses: ~20,000 nested brackets crash the process
 
 __all__ = ["Limits", "ValidationResult", "validate_events"]
 
@@ -80,12 +80,17 @@ def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, in
         text.decode("utf-8")  # Arrow's reader does not check UTF-8 inside strings
     except UnicodeDecodeError:
         return None
-    ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+    buf = np.frombuffer(text, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
     n_lines = len(ends) + (0 if text.endswith(b"\n") else 1)
     starts = np.concatenate(([-1], ends))
     bounds = np.concatenate((ends, [len(text)])) if not text.endswith(b"\n") else ends
     if n_lines and int(np.max(bounds - starts[: len(bounds)])) - 1 > limits.max_line_bytes:
         return None
+    if n_lines and not _one_flat_object_per_line(buf, starts[: len(bounds)] + 1, bounds, limits):
+        return None
+    if limits.max_number_digits < 20 and _long_number(limits).search(text):
+        return None  # a cap below int64's 20 characters applies to hitCount too
     try:
         table = pa_json.read_json(
             io.BytesIO(text),
@@ -111,13 +116,13 @@ def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, in
         # Arrow reads NaN, Infinity and 5000-digit literals into unknown numeric fields;
         # JSON allows none of them, so a batch with such fields gets the closer look.
         if _has_number(field.type) and (
-            b"NaN" in text or b"Infinity" in text or _LONG_NUMBER.search(text)
+            b"NaN" in text or b"Infinity" in text or _long_number(limits).search(text)
         ):
             return None
         count = table.num_rows - table.column(field.name).null_count
         if count:
             unknown[field.name] = count
-    frame = pl.from_arrow(table)
+    frame = pl.from_arrow(table.select(ARROW_EVENT_SCHEMA.names))  # unknown fields: counted only
     assert isinstance(frame, pl.DataFrame)
     process = pl.col("process")
     frame = frame.select(
@@ -134,6 +139,32 @@ def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, in
         pl.lit(None, dtype=pl.String).alias("detail"),
     )
     return frame, dict(sorted(unknown.items()))
+
+
+def _one_flat_object_per_line(
+    buf: np.ndarray, starts: np.ndarray, stops: np.ndarray, limits: Limits
+) -> bool:
+    """True when Arrow's rows can only be the lines, one each, and Arrow cannot overflow its stack.
+
+    Arrow reads a stream of values, not lines: `{..}{..}` on one line beside a blank line, an
+    object spread over two lines, `null` or a BOM would still give one row per line. A line
+    that starts with `{` and ends with `}` cannot continue onto the next, so when every line
+    does, row count == line count means one object per line. Nested brackets per line are
+    bounded too: the count of `{`/`[` bounds the depth whatever strings hold.
+    """
+    if bool(np.any(stops <= starts)):
+        return False  # a blank line
+    last = stops - 1 - (buf[stops - 1] == 13)  # allow CRLF
+    if not (bool(np.all(buf[starts] == 0x7B)) and bool(np.all(buf[last] == 0x7D))):
+        return False
+    openers = np.flatnonzero((buf | 0x20) == 0x7B)  # offsets of `{` and `[`
+    per_line = np.searchsorted(openers, stops) - np.searchsorted(openers, starts)
+    return int(per_line.max()) <= min(limits.max_nesting_depth, _ARROW_MAX_OPENERS)
+
+
+def _long_number(limits: Limits) -> re.Pattern[bytes]:
+    """A numeric token longer than the diagnosis allows (sign, point and exponent count)."""
+    return re.compile(rb"[-+.eE0-9]{%d,}" % (limits.max_number_digits + 1))
 
 
 def _type_depth(dtype: pa.DataType) -> int:

@@ -22,7 +22,13 @@ import orjson
 import polars as pl
 
 from runtime_facts import __version__
-from runtime_facts.errors import BatchRejected, Reason, RejectedError, RuntimeFactsError
+from runtime_facts.errors import (
+    BatchRejected,
+    Reason,
+    RejectedError,
+    RuntimeFactsError,
+    UsageError,
+)
 from runtime_facts.home import Home
 from runtime_facts.jobs.commit import (
     clear_recompute,
@@ -32,9 +38,9 @@ from runtime_facts.jobs.commit import (
     reconcile,
     sync_receipts,
 )
-from runtime_facts.stores.cas import cas_uri
+from runtime_facts.stores.cas import cas_uri, parse_cas_uri
 from runtime_facts.stores.receipts import canonical_json
-from runtime_facts.subject import SubjectContext
+from runtime_facts.subject import SubjectContext, validate_tenant
 from runtime_facts.tracing import batch_span
 from transforms.decompress import gunzip_bounded
 from transforms.dedupe import build_batch_rows, dedupe_events
@@ -219,8 +225,16 @@ def _prepare_batch(
     sealed_mode = cfg.sealed if sealed is None else sealed
     prepared = Prepared(sha=sha, source=source, started_at=clock())
     t0 = time.perf_counter()
+    parse_cas_uri(cas_uri("runtime", sha))  # a malformed digest is the caller's mistake
     try:
-        prepared.context = home.cas.subject_context(sha)
+        try:
+            prepared.context = home.cas.subject_context(sha)
+        except UsageError as exc:  # the sidecar names an invalid tenant or id: bad data
+            raise BatchRejected(
+                Reason.INVALID_CONTEXT,
+                f"the context sidecar of {cas_uri('runtime', sha)} is invalid: {exc.message}",
+                hint="the sidecar was altered; restore it or re-stage the batch",
+            ) from exc
         prepared.compressed_bytes = home.cas.size("runtime", sha)
         if prepared.compressed_bytes > cfg.max_batch_bytes:
             raise BatchRejected(
@@ -280,6 +294,8 @@ def discover_pending(
     home: Home, tenant: str | None = None, *, retry_rejected: bool = False
 ) -> list[str]:
     """Staged runtime batches with no final receipt yet (optionally one tenant's), sorted."""
+    if tenant is not None:
+        validate_tenant(tenant)
     index = home.receipt_index.refresh()
     pending = [
         s for s in home.cas.list("runtime") if not index.done(s, retry_rejected=retry_rejected)
@@ -340,6 +356,8 @@ def ingest(
     Returns:
         The run's totals and per-batch outcomes.
     """
+    if tenant is not None:
+        validate_tenant(tenant)
     home.ensure_lake()
     with home.commit_lock():
         reconcile(home, clock())

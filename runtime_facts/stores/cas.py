@@ -122,8 +122,16 @@ class CasStore:
         raw = self._read_sidecar(self._key(kind, sha))
         if raw is None:
             raise NotFoundError(Reason.CAS_MISS, f"no context sidecar for {cas_uri(kind, sha)}")
-        doc = orjson.loads(raw)
-        assert isinstance(doc, dict)
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):  # an altered sidecar is bad data, not a crash
+            raise RejectedError(
+                Reason.INVALID_CONTEXT,
+                f"the context sidecar of {cas_uri(kind, sha)} is not a JSON object",
+                hint="the sidecar was altered; restore it or re-stage the batch",
+            )
         return doc
 
     def subject_context(self, sha: str) -> SubjectContext:
