@@ -8,6 +8,9 @@
   references them, or they were never ingested.
 * Every deletion is first recorded in the hash-chained `<home>/receipts/retention.log`;
   Delta tables are vacuumed with their own retention window (7 days), never less.
+* Then every table is **compacted** (small files merged, logs checkpointed, vacuum within the
+  7-day window): this keeps ingest cost flat as the tables grow. It changes no row, so it also
+  runs after dry runs (`runtime-facts compact` does the same by hand).
 
 **Scheduled runs are dry runs** (`dry_run` defaults to true): each day's XCom
 `return_value` lists exactly what a real run would delete. To delete, trigger with
@@ -58,7 +61,7 @@ FACTS = Asset("runtime-facts://lake/runtime_facts")
     },
 )
 def runtime_facts_retention() -> None:
-    """apply_retention."""
+    """apply_retention >> compact_tables."""
 
     @task(outlets=[FACTS])
     def apply_retention(params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -85,7 +88,16 @@ def runtime_facts_retention() -> None:
         )
         return report.to_dict()
 
-    apply_retention()
+    @task(outlets=[FACTS])
+    def compact_tables() -> dict[str, Any]:
+        """Merge small files and checkpoint every table; the per-table report is the XCom."""
+        from runtime_facts.config import Settings
+        from runtime_facts.home import Home
+        from runtime_facts.jobs.compact import compact
+
+        return compact(Home(Settings.load())).tables
+
+    apply_retention() >> compact_tables()
 
 
 runtime_facts_retention()

@@ -44,7 +44,7 @@ class BenchConfig:
     code_ids: int = 2_000
     repeats: int = 3
     growth_batches: int = 200
-    growth_events: int = 2_000
+    growth_events: int = 20_000
     rss_batches: int = 50
     rss_events: int = 20_000
     lattice: tuple[tuple[int, int, int], ...] = ((1_000_000, 5_000_000, 200_000),

@@ -355,6 +355,34 @@ def facts_list(
     out.print(table)
 
 
+@app.command("compact")
+def compact_cmd(
+    no_vacuum: Annotated[bool, typer.Option("--no-vacuum", help="Only merge files.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Merge small files, checkpoint the Delta logs and vacuum (never below 7 days).
+
+    Example: runtime-facts compact
+    """
+    from runtime_facts.jobs.compact import compact
+
+    try:
+        report = compact(_home(home), vacuum=not no_vacuum)
+    except RuntimeFactsError as exc:
+        _fail(exc, json_out)
+        return
+    if json_out or STATE.json:
+        _emit(report.tables, True)
+        return
+    for name, t in report.tables.items():
+        out.print(
+            f"{name}: {t['files_before']} -> {t['files_after']} files, "
+            f"{t['vacuumed']} vacuumed, version {t['version']}",
+            highlight=False,
+        )
+
+
 @app.command("bench")
 def bench_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="Tiny sizes (smoke test).")] = False,
