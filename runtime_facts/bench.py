@@ -124,7 +124,7 @@ assert summary.rejected == 0, summary.outcomes
 """
 _BASELINE = """
 import sys, duckdb
-duckdb.connect().execute(sys.argv[1])
+duckdb.connect(config={"enable_progress_bar": False}).execute(sys.argv[1])
 """
 
 
