@@ -208,12 +208,21 @@ class ObjectReceiptLog(ReceiptLog):
 
 
 def verify_chain(lines: Iterator[bytes]) -> tuple[int, ChainBreak | None]:
-    """Recompute every link. Returns (receipts checked, first break or None)."""
+    """Recompute every link. Returns (receipts checked, first break or None).
+
+    The digests cover the parsed receipt, so the line's bytes must also be exactly its
+    canonical form: an edit that parses the same (`2.0` → `2e0`, a space, a blank line) still
+    breaks the chain. Blank lines are tolerated only at the end of the file.
+    """
     prev = GENESIS
     count = 0
+    blank = 0
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
+            blank = blank or number
             continue
+        if blank:
+            return count, ChainBreak(blank, "blank line inside the log (the log was edited)")
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -226,6 +235,8 @@ def verify_chain(lines: Iterator[bytes]) -> tuple[int, ChainBreak | None]:
             return count, ChainBreak(number, "receipt_sha256 does not match the receipt's content")
         if doc.get("sequence") != count + 1:
             return count, ChainBreak(number, "sequence number out of order (a receipt is missing)")
+        if (raw[:-1] if raw.endswith(b"\n") else raw) != canonical_json(doc):
+            return count, ChainBreak(number, "line is not in canonical form (bytes were edited)")
         prev = doc["receipt_sha256"]
         count += 1
     return count, None
