@@ -140,12 +140,12 @@ def runtime_facts_ingest() -> None:
 
     @task(outlets=[STATES])
     def recompute(folded: dict[str, Any]) -> dict[str, Any]:
-        """Recompute reachability states of the subjects the fold touched."""
+        """Recompute states of the subjects the fold touched (and any a crash left unscored)."""
         from runtime_facts.jobs.ingest import utc_now
-        from runtime_facts.jobs.recompute import recompute_subjects
+        from runtime_facts.jobs.recompute import recompute_touched
 
         subjects = [(t, c, s) for t, c, s in folded["subjects"]]
-        result = recompute_subjects(_home(), subjects, utc_now())
+        result = recompute_touched(_home(), subjects, utc_now())
         return {
             "subjects": result.subjects,
             "changed": len(result.changed),

@@ -31,10 +31,8 @@ from runtime_facts.errors import (
 )
 from runtime_facts.home import Home
 from runtime_facts.jobs.commit import (
-    clear_recompute,
     commit_batches,
     fold_pending,
-    pending_recompute,
     reconcile,
     sync_receipts,
 )
@@ -383,15 +381,10 @@ def ingest(
         summary.facts_version = result.facts_version
         summary.touched_subjects = result.subjects
         if recompute:
-            from runtime_facts.jobs.recompute import recompute_subjects
+            from runtime_facts.jobs.recompute import recompute_touched
 
-            # Also the subjects a killed run folded but never re-scored.
-            pending = pending_recompute(home)
-            subjects = sorted(set(result.subjects) | set(pending))
-            if subjects:
-                changed = recompute_subjects(home, subjects, clock())
-                summary.states_changed = len(changed.changed)
-            clear_recompute(home, pending)
+            changed = recompute_touched(home, result.subjects, clock())
+            summary.states_changed = len(changed.changed)
     else:
         with home.commit_lock():
             sync_receipts(home)

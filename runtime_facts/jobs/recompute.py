@@ -96,6 +96,23 @@ def recompute_subjects(
     return result
 
 
+def recompute_touched(
+    home: Home, touched: list[tuple[str, str, str]], now: datetime
+) -> RecomputeResult:
+    """Re-score what a fold touched, plus whatever an interrupted run folded but never scored.
+
+    The fold records its subjects (`pending_recompute`) before it commits; they are cleared
+    here only once re-scored, so a crash between fold and recompute loses no re-score.
+    """
+    from runtime_facts.jobs.commit import clear_recompute, pending_recompute
+
+    pending = pending_recompute(home)
+    subjects = sorted(set(touched) | set(pending))
+    result = recompute_subjects(home, subjects, now) if subjects else RecomputeResult()
+    clear_recompute(home, pending)
+    return result
+
+
 def recompute(
     home: Home, tenant: str, callgraph_id: str, subject_key: str | None, now: datetime
 ) -> RecomputeResult:
