@@ -91,16 +91,27 @@ def _dataset(cfg: BenchConfig, *, events: int, per_chunk: int | None, seed: int)
     return sorted(folder.glob("*.ndjson.gz"))
 
 
+# The child reports its own VmHWM: ru_maxrss would include the parent's size at fork time.
+_PEAK = """
+import atexit, os
+def _peak():
+    with open("/proc/self/status") as status, open(os.environ["RF_BENCH_PEAK"], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM")))
+atexit.register(_peak)
+"""
+
+
 def _child(code: str, *args: str) -> tuple[float, float]:
     """Run Python code in a child; returns (wall seconds, peak RSS MiB) of that child alone."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in (0, 3):
-        raise RuntimeError(f"benchmark child failed with exit code {proc.returncode}")
-    return elapsed, usage.ru_maxrss / 1024
+    with tempfile.NamedTemporaryFile(prefix="rf-peak-") as peak:
+        env = {**os.environ, "RF_BENCH_PEAK": peak.name}
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _PEAK + code, *args], cwd=REPO, env=env)
+        elapsed = time.perf_counter() - start
+        if proc.returncode not in (0, 3):
+            raise RuntimeError(f"benchmark child failed with exit code {proc.returncode}")
+        kib = Path(peak.name).read_text().strip()
+    return elapsed, int(kib) / 1024 if kib else 0.0
 
 
 _STAGE = """
