@@ -135,7 +135,9 @@ assert summary.rejected == 0, summary.outcomes
 """
 _BASELINE = """
 import sys, duckdb
-duckdb.connect(config={"enable_progress_bar": False}).execute(sys.argv[1])
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
+con.execute(sys.argv[1])
 """
 
 
