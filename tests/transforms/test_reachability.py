@@ -166,3 +166,14 @@ def test_matches_python_bfs_on_random_graphs(
         ]
     )
     assert_frame_equal(result, expected)
+
+
+def test_exact_string_join_fallback_numbers_like_the_hash_join() -> None:
+    from transforms.reachability import _hashed, _number
+
+    numbered = pl.DataFrame({"symbol_id": ["a", "b", "c"]}).with_row_index("number")
+    ids = pl.DataFrame({"x": ["c", "a", "c"]})
+    by_hash = _number(ids, "x", numbered, _hashed(numbered))
+    by_string = _number(ids, "x", numbered, None)
+    assert by_hash.get_column("x_number").to_list() == [2, 0, 2]
+    assert by_string.get_column("x_number").to_list() == [2, 0, 2]
