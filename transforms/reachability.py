@@ -14,8 +14,6 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from scipy.sparse import csr_array
-from scipy.sparse.csgraph import breadth_first_order
 
 from transforms.callgraph import Callgraph
 
@@ -81,6 +79,10 @@ def _bfs_depths(
     node_count: int, sources: _IntArray, targets: _IntArray, entrypoints: _IntArray
 ) -> _IntArray:
     """Edges counted from the super-source (``node_count``) per node; -1 when unreached."""
+    # scipy costs ~1.4 s to import: only subjects that have a callgraph pay for it.
+    from scipy.sparse import csr_array
+    from scipy.sparse.csgraph import breadth_first_order
+
     super_source = node_count
     size = node_count + 1
     rows = np.concatenate([sources, np.full(entrypoints.size, super_source, np.int64)])
