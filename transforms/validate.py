@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,11 @@ _HEX_RE = r"^(0[xX])?[0-9a-fA-F]+$"
 _TS_ZONED = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _TS_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
 _ARROW_MAX_OPENERS = 256  # Arrow's JSON parser recurses: ~20,000 nested brackets crash the process
+
+# One Arrow JSON parse at a time per process. Arrow already spreads one parse over every core;
+# under concurrent parses from several threads (the staging endpoint's worker pool while the
+# test suite ran) the process died with SIGSEGV, which a lock rules out for little cost.
+_ARROW_JSON_LOCK = threading.Lock()
 
 __all__ = ["Limits", "ValidationResult", "validate_events"]
 
@@ -92,13 +98,16 @@ def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, in
     if limits.max_number_digits < 20 and _long_number(limits).search(text):
         return None  # a cap below int64's 20 characters applies to hitCount too
     try:
-        table = pa_json.read_json(
-            io.BytesIO(text),
-            read_options=pa_json.ReadOptions(block_size=max(4 << 20, 2 * limits.max_line_bytes)),
-            parse_options=pa_json.ParseOptions(
-                explicit_schema=ARROW_EVENT_SCHEMA, unexpected_field_behavior="infer"
-            ),
-        )
+        with _ARROW_JSON_LOCK:
+            table = pa_json.read_json(
+                io.BytesIO(text),
+                read_options=pa_json.ReadOptions(
+                    block_size=max(4 << 20, 2 * limits.max_line_bytes)
+                ),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=ARROW_EVENT_SCHEMA, unexpected_field_behavior="infer"
+                ),
+            )
     except (pa.ArrowInvalid, UnicodeDecodeError, ValueError):
         return None
     if table.num_rows != n_lines:
