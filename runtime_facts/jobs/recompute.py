@@ -137,6 +137,17 @@ def recompute(
     return recompute_subjects(home, [(tenant, callgraph_id, s) for s in subjects], now)
 
 
+def _same_states(scored: pl.DataFrame, previous: pl.DataFrame) -> bool:
+    """True when the stored states hold exactly the scored rows (`computed_at` and
+    `fact_version` aside): the same test as comparing their canonical digests, at a fraction
+    of the cost (symbol ids are unique within a subject, so sorting by them is canonical)."""
+    if scored.height != previous.height:
+        return False
+    columns = scored.columns
+    stored = previous.select(columns).cast(dict(scored.schema)).sort("symbol_id")
+    return scored.sort("symbol_id").equals(stored)
+
+
 def _recompute_one(
     home: Home,
     tenant: str,
@@ -154,12 +165,9 @@ def _recompute_one(
     previous = lake.read("reachability_states", tenant=tenant, where=in_subject)
     subject_cols = {"tenant": tenant, "callgraph_id": callgraph_id, "subject_key": subject_key}
     states = scored.with_columns(pl.lit(v).alias(k) for k, v in subject_cols.items())
-    digest = digest_rows(states.drop("tenant", "callgraph_id", "subject_key"))
-    old_digest = digest_rows(
-        previous.drop("tenant", "callgraph_id", "subject_key", *STATE_DIGEST_EXCLUDE)
-    )
-    if digest == old_digest:
+    if _same_states(scored, previous):
         return
+    digest = digest_rows(states.drop("tenant", "callgraph_id", "subject_key"))
     outbox = home.outbox
     version = outbox.last_version(subject_key, FACT_KIND) + 1
     if not previous.is_empty():
