@@ -235,7 +235,7 @@ def _lattice(cfg: BenchConfig) -> dict[str, float]:
     sys.path.insert(0, str(REPO))
     from benchmarks.bench_lattice import run_lattice_bench
 
-    runs = [run_lattice_bench(n, e, o, seed=7) for n, e, o in cfg.lattice]
+    runs = [run_lattice_bench(n, e, o, seed=7, repeats=cfg.repeats) for n, e, o in cfg.lattice]
     totals = [r["total_s"] for r in runs]
     return {
         "small": cfg.lattice[0][0],

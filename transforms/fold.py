@@ -9,6 +9,45 @@ import polars as pl
 from runtime_facts.errors import BatchRejected, Reason
 from transforms.schema import FACT_KEY, FACT_SCHEMA, INT64_MAX
 
+_SUMS = ("hit_count", "event_count", "batch_count")
+SUMMARY_COLUMNS = (*FACT_KEY, "batch_sha256", "hit_count", "event_count",
+                   "first_observed_at", "last_observed_at")  # fmt: skip
+
+
+def summarize_batch_rows(batches: pl.DataFrame) -> pl.DataFrame:
+    """Per fact key: summed hits and events, number of batches, first/last observation.
+
+    Args:
+        batches: `runtime_fact_batches` rows (at least `SUMMARY_COLUMNS`); each batch holds
+            at most one row per key, so summaries of disjoint row sets add up exactly.
+
+    Returns:
+        One row per fact key, sums as Int128 (overflow is checked when folding).
+    """
+    return batches.group_by(FACT_KEY).agg(
+        pl.col("hit_count").cast(pl.Int128).sum(),
+        pl.col("event_count").cast(pl.Int128).sum(),
+        pl.col("batch_sha256").n_unique().cast(pl.Int128).alias("batch_count"),
+        pl.col("first_observed_at").min(),
+        pl.col("last_observed_at").max(),
+    )
+
+
+def merge_summaries(summaries: list[pl.DataFrame]) -> pl.DataFrame:
+    """Add up summaries of disjoint sets of batch rows (from `summarize_batch_rows`)."""
+    if len(summaries) == 1:
+        return summaries[0]
+    return _merged(pl.concat(summaries))
+
+
+def _merged(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.group_by(FACT_KEY).agg(
+        *(pl.col(c).sum() for c in _SUMS),
+        pl.col("first_observed_at").min(),
+        pl.col("last_observed_at").max(),
+        *(pl.col(c).max() for c in frame.columns if c == "updated_at"),
+    )
+
 
 def fold_facts(current: pl.DataFrame, batches: pl.DataFrame, now: datetime) -> pl.DataFrame:
     """Add batch rows to the current facts of the same subjects.
@@ -24,33 +63,20 @@ def fold_facts(current: pl.DataFrame, batches: pl.DataFrame, now: datetime) -> p
     Raises:
         BatchRejected: `hit_count_overflow` when a cumulative sum would pass 2^63-1.
     """
-    incoming = batches.group_by(FACT_KEY).agg(
-        pl.col("hit_count").cast(pl.Int128).sum(),
-        pl.col("event_count").cast(pl.Int128).sum(),
-        pl.col("batch_sha256").n_unique().cast(pl.Int128).alias("batch_count"),
-        pl.col("first_observed_at").min(),
-        pl.col("last_observed_at").max(),
-        pl.lit(now).cast(FACT_SCHEMA["updated_at"]).alias("updated_at"),
-    )
+    return fold_summary(current, summarize_batch_rows(batches), now)
+
+
+def fold_summary(current: pl.DataFrame, incoming: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """`fold_facts` for batch rows already summarised by `summarize_batch_rows`."""
+    stamped = incoming.with_columns(pl.lit(now).cast(FACT_SCHEMA["updated_at"]).alias("updated_at"))
     base = current.select(
         *FACT_KEY,
-        *(pl.col(c).cast(pl.Int128) for c in ("hit_count", "event_count", "batch_count")),
+        *(pl.col(c).cast(pl.Int128) for c in _SUMS),
         "first_observed_at",
         "last_observed_at",
         "updated_at",
     )
-    merged = (
-        pl.concat([base, incoming])
-        .group_by(FACT_KEY)
-        .agg(
-            pl.col("hit_count").sum(),
-            pl.col("event_count").sum(),
-            pl.col("batch_count").sum(),
-            pl.col("first_observed_at").min(),
-            pl.col("last_observed_at").max(),
-            pl.col("updated_at").max(),
-        )
-    )
+    merged = _merged(pl.concat([base, stamped.select(base.columns)]))
     over = merged.filter((pl.col("hit_count") > INT64_MAX) | (pl.col("event_count") > INT64_MAX))
     if over.height:
         row = over.sort(FACT_KEY, nulls_last=False).row(0, named=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from transforms.schema import (
 _HEX_RE = r"^(0[xX])?[0-9a-fA-F]+$"
 _TS_ZONED = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _TS_NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
+_SCAN_BYTES = 4 << 20  # byte scans work on slices of this size (bounded temporary masks)
 _ARROW_MAX_OPENERS = 256  # Arrow's JSON parser recurses: ~20,000 nested brackets crash the process
 
 # One Arrow JSON parse at a time per process. Arrow already spreads one parse over every core;
@@ -76,18 +78,18 @@ def validate_events(text: bytes, limits: Limits) -> ValidationResult:
     )
     rejections = pl.concat([early, bad]) if not fast_path else bad
     rejections = rejections.cast(REJECTION_SCHEMA).sort("line_number")  # type: ignore[arg-type]
-    events = checked.filter(pl.col("reason_code").is_null()).select(EVENT_COLUMNS)
+    events = checked.select(EVENT_COLUMNS)
+    if bad.height:  # a clean batch keeps its columns as they are, without a filtered copy
+        events = checked.filter(pl.col("reason_code").is_null()).select(EVENT_COLUMNS)
     line_count = frame.height + (0 if fast_path else early.height)
     return ValidationResult(events, rejections, line_count, unknown, fast_path)
 
 
 def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, int]] | None:
-    try:
-        text.decode("utf-8")  # Arrow's reader does not check UTF-8 inside strings
-    except UnicodeDecodeError:
+    if not _valid_utf8(text):  # Arrow's reader does not check UTF-8 inside strings
         return None
     buf = np.frombuffer(text, dtype=np.uint8)
-    ends = np.flatnonzero(buf == 10)
+    ends = _positions(buf, lambda chunk: chunk == 10)
     n_lines = len(ends) + (0 if text.endswith(b"\n") else 1)
     starts = np.concatenate(([-1], ends))
     bounds = np.concatenate((ends, [len(text)])) if not text.endswith(b"\n") else ends
@@ -166,9 +168,30 @@ def _one_flat_object_per_line(
     last = stops - 1 - (buf[stops - 1] == 13)  # allow CRLF
     if not (bool(np.all(buf[starts] == 0x7B)) and bool(np.all(buf[last] == 0x7D))):
         return False
-    openers = np.flatnonzero((buf | 0x20) == 0x7B)  # offsets of `{` and `[`
+    openers = _positions(buf, lambda chunk: (chunk | 0x20) == 0x7B)  # offsets of `{` and `[`
     per_line = np.searchsorted(openers, stops) - np.searchsorted(openers, starts)
     return int(per_line.max()) <= min(limits.max_nesting_depth, _ARROW_MAX_OPENERS)
+
+
+def _valid_utf8(text: bytes) -> bool:
+    """Strict UTF-8 check (surrogates and overlongs refused, like Python's decoder), done by
+    Arrow over the bytes in place: no decoded copy of the batch."""
+    offsets = pa.py_buffer(np.array([0, len(text)], dtype=np.int64).tobytes())
+    array = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(text)])
+    try:
+        array.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _positions(buf: np.ndarray, match: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Offsets where `match` holds, scanned in slices so the boolean masks stay small."""
+    parts = [
+        np.flatnonzero(match(buf[start : start + _SCAN_BYTES])) + start
+        for start in range(0, len(buf), _SCAN_BYTES)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 def _long_number(limits: Limits) -> re.Pattern[bytes]:
@@ -206,16 +229,23 @@ def _is_string_map(dtype: pa.DataType) -> bool:
 
 
 def _check_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    """Apply the field rules shared by both paths; the first failing rule names the reason."""
-    ts = pl.coalesce(
-        pl.col("observed_raw").str.to_datetime(
-            _TS_ZONED, strict=False, time_unit="us", time_zone="UTC"
-        ),
-        pl.col("observed_raw")
-        .str.to_datetime(_TS_NAIVE, strict=False, time_unit="us")
-        .dt.replace_time_zone("UTC"),
+    """Apply the field rules shared by both paths; the first failing rule names the reason.
+
+    Timestamps without an offset are read as UTC; that second parse only runs when some
+    timestamp did not match the zoned form. Reasons and details are built only when a rule
+    fails somewhere, so a clean batch costs one pass of boolean checks.
+    """
+    raw = pl.col("observed_raw")
+    # cache=False: timestamps are nearly all distinct, a parse cache only adds hashing
+    zoned = raw.str.to_datetime(
+        _TS_ZONED, strict=False, time_unit="us", time_zone="UTC", cache=False
     )
-    frame = frame.with_columns(ts.alias("observed_at"))
+    frame = frame.with_columns(zoned.alias("observed_at"))
+    if frame.select((pl.col("observed_at").is_null() & raw.is_not_null()).any()).item():
+        naive = raw.str.to_datetime(
+            _TS_NAIVE, strict=False, time_unit="us", cache=False
+        ).dt.replace_time_zone("UTC")
+        frame = frame.with_columns(pl.coalesce(pl.col("observed_at"), naive).alias("observed_at"))
     parsed = pl.col("observed_at")
     running_max = parsed.cum_max().forward_fill().shift(1)
     has_nul = pl.any_horizontal(
@@ -241,16 +271,19 @@ def _check_rows(frame: pl.DataFrame) -> pl.DataFrame:
             pl.format("loaderBase must be hex like 0x7f3a..., got {}", pl.col("loader_base")),
         ),
         (
-            pl.col("observed_raw").is_not_null() & parsed.is_null(),
+            raw.is_not_null() & parsed.is_null(),
             Reason.INVALID_TIMESTAMP,
-            pl.format("observedAt is not an ISO-8601 timestamp: {}", pl.col("observed_raw")),
+            pl.format("observedAt is not an ISO-8601 timestamp: {}", raw),
         ),
         (
             parsed.is_not_null() & running_max.is_not_null() & (parsed < running_max),
             Reason.NON_MONOTONIC_TIMESTAMP,
-            pl.format("observedAt {} is earlier than a previous line", pl.col("observed_raw")),
+            pl.format("observedAt {} is earlier than a previous line", raw),
         ),
     ]
+    failing = pl.any_horizontal(cond.fill_null(False) for cond, _, _ in rules)
+    if not frame.select(failing.any()).item():
+        return frame
     reason = pl.col("reason_code")
     detail = pl.col("detail")
     for cond, code, text in reversed(rules):

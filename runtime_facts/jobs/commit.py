@@ -22,7 +22,13 @@ from runtime_facts.errors import BatchRejected
 from runtime_facts.home import Home
 from runtime_facts.logs import log_batch
 from runtime_facts.stores.lake import RECEIPT_SCHEMA, sql_literal
-from transforms.fold import fold_facts
+from transforms.fold import (
+    SUMMARY_COLUMNS,
+    fold_facts,
+    fold_summary,
+    merge_summaries,
+    summarize_batch_rows,
+)
 from transforms.schema import INT64_MAX
 
 if TYPE_CHECKING:
@@ -237,29 +243,58 @@ def _fold_locked(home: Home, now: datetime) -> FoldResult:
     result = FoldResult(facts_version=lake.version("runtime_facts"))
     if done is not None and done >= head:
         return result
-    pending = lake.changes("runtime_fact_batches", 0 if done is None else done + 1, head)
-    if pending.is_empty():
+    summary, triples, shas, rows = _summarize_pending(home, 0 if done is None else done + 1, head)
+    if not rows:
         return result
-    subjects = pending.select("tenant", "subject_key").unique().sort("tenant", "subject_key")
+    subjects = sorted({(t, s) for t, _, s in triples})
     predicates = []
     current_parts = []
-    for (tenant,), group in subjects.group_by(["tenant"], maintain_order=True):
-        keys = group.get_column("subject_key").to_list()
+    for tenant in sorted({t for t, _ in subjects}):
+        keys = [s for t, s in subjects if t == tenant]
         current_parts.append(
-            lake.read("runtime_facts", tenant=str(tenant), where=pl.col("subject_key").is_in(keys))
+            lake.read("runtime_facts", tenant=tenant, where=pl.col("subject_key").is_in(keys))
         )
         in_list = ", ".join(sql_literal(k) for k in keys)
-        predicates.append(f"(tenant = {sql_literal(str(tenant))} AND subject_key IN ({in_list}))")
-    folded = fold_facts(pl.concat(current_parts), pending, now)
-    triples = pending.select("tenant", "callgraph_id", "subject_key").unique().iter_rows()
-    result.subjects = sorted((str(t), str(c), str(s)) for t, c, s in triples)
+        predicates.append(f"(tenant = {sql_literal(tenant)} AND subject_key IN ({in_list}))")
+    folded = fold_summary(pl.concat(current_parts), summary, now)
+    result.subjects = sorted(triples)
     _write_recompute(home, {**pending_recompute(home), **dict.fromkeys(result.subjects, head)})
     result.facts_version = lake.replace_where(
         "runtime_facts", folded, " OR ".join(predicates), txn=(FOLD_APP, head)
     )
-    result.folded_batches = pending.get_column("batch_sha256").n_unique()
-    result.folded_rows = pending.height
+    result.folded_batches = len(shas)
+    result.folded_rows = rows
     return result
+
+
+# Batch rows summarised per record batch; the running summary is re-aggregated past this many
+# rows, so a fold's memory follows the number of distinct keys, not the number of batch rows.
+_SUMMARY_ROWS = 1_000_000
+
+
+def _summarize_pending(
+    home: Home, start: int, head: int
+) -> tuple[pl.DataFrame, set[Subject], set[str], int]:
+    """Stream the batch rows committed since the last fold into one summary per fact key."""
+    parts: list[pl.DataFrame] = []
+    held = 0
+    triples: set[Subject] = set()
+    shas: set[str] = set()
+    rows = 0
+    for chunk in home.lake.iter_changes(
+        "runtime_fact_batches", start, head, columns=list(SUMMARY_COLUMNS)
+    ):
+        rows += chunk.height
+        shas.update(chunk.get_column("batch_sha256").unique().to_list())
+        for t, c, s in chunk.select("tenant", "callgraph_id", "subject_key").unique().iter_rows():
+            triples.add((str(t), str(c), str(s)))
+        parts.append(summarize_batch_rows(chunk))
+        held += parts[-1].height
+        if held > _SUMMARY_ROWS:
+            parts = [merge_summaries(parts)]
+            held = parts[0].height
+    summary = merge_summaries(parts) if parts else pl.DataFrame()
+    return summary, triples, shas, rows
 
 
 def pending_recompute(home: Home) -> dict[Subject, int]:

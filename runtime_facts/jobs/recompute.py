@@ -144,7 +144,7 @@ def _same_states(scored: pl.DataFrame, previous: pl.DataFrame) -> bool:
     if scored.height != previous.height:
         return False
     columns = scored.columns
-    stored = previous.select(columns).cast(dict(scored.schema)).sort("symbol_id")
+    stored = previous.select(columns).cast(scored.schema).sort("symbol_id")
     return scored.sort("symbol_id").equals(stored)
 
 

@@ -265,7 +265,7 @@ def _live_batches(home: Home, shas: list[str], live: pl.DataFrame, *, has_lake: 
     head = home.lake.version("runtime_fact_batches")
     if folded is None or folded < head:
         start = 0 if folded is None else folded + 1
-        pending = home.lake.changes("runtime_fact_batches", start, head)
+        pending = home.lake.changes("runtime_fact_batches", start, head, ["batch_sha256"])
         found |= set(pending.get_column("batch_sha256").to_list()) & set(shas)
     return found
 

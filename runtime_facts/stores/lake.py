@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
@@ -177,12 +178,30 @@ class Lake:
         except TableNotFoundError:
             return False
 
-    def changes(self, name: str, start: int, end: int) -> pl.DataFrame:
+    def changes(
+        self, name: str, start: int, end: int, columns: list[str] | None = None
+    ) -> pl.DataFrame:
         """Rows inserted by versions start..end (change data feed), without CDF columns."""
-        reader = self.table(name).load_cdf(starting_version=start, ending_version=end)
-        frame = pl.DataFrame(reader.read_all())
-        frame = frame.filter(pl.col("_change_type") == "insert")
-        return frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()])
+        parts = list(self.iter_changes(name, start, end, columns))
+        if not parts:
+            schema = TABLES[name]
+            return pl.DataFrame(schema={c: schema[c] for c in columns or schema})
+        return pl.concat(parts)
+
+    def iter_changes(
+        self, name: str, start: int, end: int, columns: list[str] | None = None
+    ) -> Iterator[pl.DataFrame]:
+        """`changes` one record batch at a time (memory bounded by a batch, not the range)."""
+        schema = TABLES[name]
+        wanted = columns or list(schema)
+        reader = self.table(name).load_cdf(
+            starting_version=start, ending_version=end, columns=[*wanted, "_change_type"]
+        )
+        for batch in reader:
+            frame = pl.DataFrame(batch)
+            frame = frame.filter(pl.col("_change_type") == "insert")
+            if frame.height:
+                yield frame.select([pl.col(c).cast(schema[c]) for c in wanted])
 
     def stats_max(self, name: str, column: str, tenant: str) -> int | None:
         """Largest value of a column in one tenant's files, from Delta file statistics."""
