@@ -309,6 +309,9 @@ def ingest_cmd(
                     sealed=sealed or None,
                     on_batch=tick,
                 )
+        from runtime_facts.jobs.publish import write_metrics
+
+        write_metrics(h)  # the Prometheus textfile, recomputed from the receipts (as the DAG does)
     except RuntimeFactsError as exc:
         _fail(exc, json_out)
         return

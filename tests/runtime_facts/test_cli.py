@@ -48,6 +48,8 @@ def test_put_ingest_list_round_trip(tmp_path: Path) -> None:
     code, out = _run("--home", home, "--json", "ingest")
     assert code == 0
     assert json.loads(out)["accepted"] == 1
+    metrics = (Path(home) / "metrics" / "runtime_facts.prom").read_text()
+    assert 'signals_runtime_events_total{tenant="acme"} 2.0' in metrics
     code, out = _run(
         "--home", home, "--json", "facts", "list", "--tenant", "acme", "--subject", "scan:s1"
     )
@@ -73,6 +75,8 @@ def test_rejected_batch_exits_3(tmp_path: Path) -> None:
     )
     code, _ = _run("--home", home, "ingest")
     assert code == 3
+    metrics = (Path(home) / "metrics" / "runtime_facts.prom").read_text()
+    assert 'signals_runtime_ingest_failures_total{tenant="acme"} 1.0' in metrics
 
 
 def test_unknown_subject_exits_4(tmp_path: Path) -> None:
