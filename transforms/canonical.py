@@ -10,19 +10,53 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import orjson
 import polars as pl
+import pyarrow as pa
 
 
 def _rendered(frame: pl.DataFrame, exclude: tuple[str, ...]) -> tuple[pl.DataFrame, list[str]]:
     columns = sorted(c for c in frame.columns if c not in exclude)
     ordered = frame.select(columns).sort(columns, nulls_last=False)
-    rendered = ordered.with_columns(
+    return _render_timestamps(ordered), columns
+
+
+def _render_timestamps(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
         pl.col(c).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-        for c, t in ordered.schema.items()
+        for c, t in frame.schema.items()
         if isinstance(t, pl.Datetime)
     )
-    return rendered, columns
+
+
+def _sort_key(frame: pl.DataFrame, columns: list[str]) -> list[str]:
+    """The columns the full sort actually needs, in order: a column holding one value cannot
+    reorder rows, and after a column whose values are all distinct nothing can. Float columns
+    are kept unless truly constant (their equality and their order disagree on -0.0 and NaN)."""
+    key: list[str] = []
+    for name in columns:
+        column = frame.get_column(name)
+        if frame.schema[name].is_float():
+            if not _constant_float(column):
+                key.append(name)
+            continue
+        distinct = column.n_unique()
+        if distinct > 1:
+            key.append(name)
+        if distinct == frame.height:
+            break
+    return key
+
+
+def _constant_float(column: pl.Series) -> bool:
+    """All null, or one non-zero, non-NaN value in every row."""
+    if column.null_count() == column.len():
+        return True
+    if column.null_count() or column.n_unique() != 1:
+        return False
+    value = column[0]
+    return bool(value == value and value != 0)
 
 
 def canonical_rows(frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()) -> bytes:
@@ -31,11 +65,27 @@ def canonical_rows(frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()) -> byt
     Rendered by polars in one vectorised pass; `canonical_rows_reference` is the same form
     written row by row with orjson, and a property test keeps the two byte-identical.
     """
-    rendered, columns = _rendered(frame, exclude)
-    if rendered.is_empty() or not columns:
-        return b""
-    lines = rendered.select(pl.struct(columns).struct.json_encode()).to_series()
-    return str(lines.str.join("\n").item()).encode() + b"\n"
+    return b"".join(_canonical_chunks(frame, exclude))
+
+
+def _canonical_chunks(frame: pl.DataFrame, exclude: tuple[str, ...]) -> list[memoryview]:
+    columns = sorted(c for c in frame.columns if c not in exclude)
+    if frame.is_empty() or not columns:
+        return []
+    selected = frame.select(columns)
+    key = _sort_key(selected, columns)
+    ordered = _render_timestamps(selected.sort(key, nulls_last=False) if key else selected)
+    lines = ordered.select(pl.struct(columns).struct.json_encode() + "\n").to_series()
+    # Every line ends with a newline, so the document is the strings' data buffer as it stands.
+    array = lines.to_arrow(compat_level=pl.CompatLevel.oldest())
+    out: list[memoryview] = []
+    for chunk in array.chunks if isinstance(array, pa.ChunkedArray) else [array]:
+        _, offsets_buffer, data = chunk.buffers()
+        width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+        offsets = np.frombuffer(offsets_buffer, dtype=width)
+        first, last = int(offsets[chunk.offset]), int(offsets[chunk.offset + len(chunk)])
+        out.append(memoryview(data)[first:last])
+    return out
 
 
 def canonical_rows_reference(frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()) -> bytes:
@@ -49,4 +99,7 @@ def canonical_rows_reference(frame: pl.DataFrame, *, exclude: tuple[str, ...] = 
 
 def digest_rows(frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()) -> str:
     """`sha256:<hex>` of `canonical_rows`."""
-    return "sha256:" + hashlib.sha256(canonical_rows(frame, exclude=exclude)).hexdigest()
+    digest = hashlib.sha256()
+    for chunk in _canonical_chunks(frame, exclude):
+        digest.update(chunk)
+    return "sha256:" + digest.hexdigest()

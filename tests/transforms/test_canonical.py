@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import polars as pl
@@ -25,6 +26,35 @@ def test_vectorised_rendering_equals_the_reference(rows: list[tuple[object, ...]
         orient="row",
     )
     assert canonical_rows(frame) == canonical_rows_reference(frame)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["RO", "SR", None]),
+            st.sampled_from([0.0, -0.0, 0.5, None]),
+            st.sampled_from([1, 2, None]),
+            st.sampled_from(["a", "b", "c", "d", "e", "f", "g"]),
+        ),
+        max_size=20,
+    ),
+    st.booleans(),
+)
+def test_shortened_sort_orders_rows_like_the_full_sort(
+    rows: list[tuple[object, ...]], unique_ids: bool
+) -> None:
+    """Few distinct values, constant columns and a unique id column: the sort key is cut."""
+    frame = pl.DataFrame(
+        rows,
+        schema={"b": pl.String, "c": pl.Float64, "h": pl.Int64, "s": pl.String},
+        orient="row",
+    )
+    if unique_ids:
+        frame = frame.with_columns(pl.format("{}-{}", "s", pl.int_range(pl.len())).alias("s"))
+    expected = canonical_rows_reference(frame)
+    assert canonical_rows(frame) == expected
+    assert digest_rows(frame) == "sha256:" + hashlib.sha256(expected).hexdigest()
 
 
 def test_row_order_and_column_order_do_not_change_the_digest() -> None:

@@ -89,3 +89,21 @@ def test_summaries_of_any_split_fold_like_the_whole(
         T0,
     )
     assert fold_summary(current, summary, NOW).equals(fold_facts(current, frame, NOW))
+
+
+def test_folded_rows_come_out_sorted_by_the_whole_key() -> None:
+    rows = [
+        {**_batch("1", symbol, 1), "subject_key": subject, "tenant": tenant}
+        for tenant, subject, symbol in [
+            ("t", "scan:b", "a"), ("t", "scan:a", "z"), ("s", "scan:b", "m"), ("t", "scan:a", "b"),
+        ]
+    ]  # fmt: skip
+    folded = fold_facts(
+        pl.DataFrame(schema=FACT_SCHEMA), pl.DataFrame(rows, schema=BATCH_ROW_SCHEMA), NOW
+    )
+    assert folded.select("tenant", "subject_key", "symbol_id").rows() == [
+        ("s", "scan:b", "m"),
+        ("t", "scan:a", "b"),
+        ("t", "scan:a", "z"),
+        ("t", "scan:b", "a"),
+    ]
