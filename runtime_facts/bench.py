@@ -225,15 +225,17 @@ def _growth(cfg: BenchConfig, scratch: Path) -> dict[str, float]:
 
 
 def _rss(cfg: BenchConfig, scratch: Path) -> dict[str, float]:
-    """Peak RSS of one ingest process for 1 batch and for N batches."""
+    """Peak RSS of one ingest process for 1 batch, N batches and every growth batch at once."""
     files = _dataset(cfg, events=cfg.rss_batches * cfg.rss_events,
                      per_chunk=cfg.rss_events, seed=3)  # fmt: skip
+    many = _dataset(cfg, events=cfg.growth_batches * cfg.growth_events,
+                    per_chunk=cfg.growth_events, seed=2)  # fmt: skip
     out: dict[str, float] = {}
-    for n in (1, len(files)):
-        home = scratch / f"rss-{n}"
-        _child(_STAGE, str(home), *map(str, files[:n]))
+    for batch_files in (files[:1], files, many):
+        home = scratch / f"rss-{len(batch_files)}"
+        _child(_STAGE, str(home), *map(str, batch_files))
         _, rss = _child(_INGEST, str(home))
-        out[f"peak_rss_mib_{n}_batches"] = round(rss, 1)
+        out[f"peak_rss_mib_{len(batch_files)}_batches"] = round(rss, 1)
     return out
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
+import duckdb
 import polars as pl
+import pyarrow as pa
 
 from runtime_facts.errors import BatchRejected, Reason
 from transforms.schema import FACT_KEY, FACT_SCHEMA, INT64_MAX, SUBJECT
@@ -31,6 +34,59 @@ def summarize_batch_rows(batches: pl.DataFrame) -> pl.DataFrame:
         pl.col("first_observed_at").min(),
         pl.col("last_observed_at").max(),
     )
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """`summarize_batch_stream`'s result: one row per fact key, and what went into it."""
+
+    summary: pl.DataFrame
+    batches: int
+    rows: int
+
+
+_STREAM_SQL = """
+SELECT tenant, callgraph_id, subject_key, symbol_id, code_id, loader_base, batch_sha256,
+       grouping(batch_sha256) AS per_key,
+       sum(hit_count) AS hit_count, sum(event_count) AS event_count, count(*) AS batch_count,
+       min(first_observed_at) AS first_observed_at, max(last_observed_at) AS last_observed_at
+FROM pending_rows
+WHERE _change_type = 'insert'
+GROUP BY GROUPING SETS ((tenant, callgraph_id, subject_key, symbol_id, code_id, loader_base),
+                        (batch_sha256))
+"""
+
+
+def summarize_batch_stream(stream: pa.RecordBatchReader) -> StreamSummary:
+    """`summarize_batch_rows` over a stream of change-feed record batches, in bounded memory.
+
+    DuckDB aggregates the stream as it arrives (memory follows the number of distinct keys,
+    not rows), in the same scan as the distinct batch digests. Each batch holds one row per
+    key and a batch is committed once, so a key's row count is its number of batches.
+
+    Args:
+        stream: record batches with `SUMMARY_COLUMNS` and the change feed's `_change_type`;
+            only inserts count.
+
+    Returns:
+        The per-key summary (as `summarize_batch_rows`), the number of batches and of rows.
+    """
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("pending_rows", stream)
+        grouped = con.sql(_STREAM_SQL).pl()
+    finally:
+        con.close()
+    per_key = grouped.filter(pl.col("per_key") == 1)
+    summary = per_key.select(
+        *FACT_KEY,
+        *(pl.col(c).cast(pl.Int128) for c in _SUMS),
+        pl.col("first_observed_at").cast(FACT_SCHEMA["first_observed_at"]),
+        pl.col("last_observed_at").cast(FACT_SCHEMA["last_observed_at"]),
+    )
+    rows = int(per_key.get_column("batch_count").sum())
+    return StreamSummary(summary, grouped.height - per_key.height, rows)
 
 
 def merge_summaries(summaries: list[pl.DataFrame]) -> pl.DataFrame:

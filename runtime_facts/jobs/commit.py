@@ -22,14 +22,8 @@ from runtime_facts.errors import BatchRejected
 from runtime_facts.home import Home
 from runtime_facts.logs import log_batch
 from runtime_facts.stores.lake import RECEIPT_SCHEMA, sql_literal
-from transforms.fold import (
-    SUMMARY_COLUMNS,
-    fold_facts,
-    fold_summary,
-    merge_summaries,
-    summarize_batch_rows,
-)
-from transforms.schema import INT64_MAX
+from transforms.fold import SUMMARY_COLUMNS, fold_facts, fold_summary, summarize_batch_stream
+from transforms.schema import INT64_MAX, SUBJECT
 
 if TYPE_CHECKING:
     from runtime_facts.jobs.ingest import Prepared
@@ -243,7 +237,9 @@ def _fold_locked(home: Home, now: datetime) -> FoldResult:
     result = FoldResult(facts_version=lake.version("runtime_facts"))
     if done is not None and done >= head:
         return result
-    summary, triples, shas, rows = _summarize_pending(home, 0 if done is None else done + 1, head)
+    summary, triples, batches, rows = _summarize_pending(
+        home, 0 if done is None else done + 1, head
+    )
     if not rows:
         return result
     subjects = sorted({(t, s) for t, _, s in triples})
@@ -262,39 +258,21 @@ def _fold_locked(home: Home, now: datetime) -> FoldResult:
     result.facts_version = lake.replace_where(
         "runtime_facts", folded, " OR ".join(predicates), txn=(FOLD_APP, head)
     )
-    result.folded_batches = len(shas)
+    result.folded_batches = batches
     result.folded_rows = rows
     return result
 
 
-# Batch rows summarised per record batch; the running summary is re-aggregated past this many
-# rows, so a fold's memory follows the number of distinct keys, not the number of batch rows.
-_SUMMARY_ROWS = 1_000_000
-
-
 def _summarize_pending(
     home: Home, start: int, head: int
-) -> tuple[pl.DataFrame, set[Subject], set[str], int]:
+) -> tuple[pl.DataFrame, set[Subject], int, int]:
     """Stream the batch rows committed since the last fold into one summary per fact key."""
-    parts: list[pl.DataFrame] = []
-    held = 0
-    triples: set[Subject] = set()
-    shas: set[str] = set()
-    rows = 0
-    for chunk in home.lake.iter_changes(
-        "runtime_fact_batches", start, head, columns=list(SUMMARY_COLUMNS)
-    ):
-        rows += chunk.height
-        shas.update(chunk.get_column("batch_sha256").unique().to_list())
-        for t, c, s in chunk.select("tenant", "callgraph_id", "subject_key").unique().iter_rows():
-            triples.add((str(t), str(c), str(s)))
-        parts.append(summarize_batch_rows(chunk))
-        held += parts[-1].height
-        if held > _SUMMARY_ROWS:
-            parts = [merge_summaries(parts)]
-            held = parts[0].height
-    summary = merge_summaries(parts) if parts else pl.DataFrame()
-    return summary, triples, shas, rows
+    reader = home.lake.change_reader("runtime_fact_batches", start, head, list(SUMMARY_COLUMNS))
+    result = summarize_batch_stream(reader)
+    triples = {
+        (str(t), str(c), str(s)) for t, c, s in result.summary.select(SUBJECT).unique().iter_rows()
+    }
+    return result.summary, triples, result.batches, result.rows
 
 
 def pending_recompute(home: Home) -> dict[Subject, int]:

@@ -188,16 +188,23 @@ class Lake:
             return pl.DataFrame(schema={c: schema[c] for c in columns or schema})
         return pl.concat(parts)
 
+    def change_reader(
+        self, name: str, start: int, end: int, columns: list[str] | None = None
+    ) -> Any:
+        """The change data feed of versions start..end as an Arrow record batch stream, with
+        `_change_type` (insert / delete / update_*) beside the requested columns."""
+        wanted = columns or list(TABLES[name])
+        return self.table(name).load_cdf(
+            starting_version=start, ending_version=end, columns=[*wanted, "_change_type"]
+        )
+
     def iter_changes(
         self, name: str, start: int, end: int, columns: list[str] | None = None
     ) -> Iterator[pl.DataFrame]:
         """`changes` one record batch at a time (memory bounded by a batch, not the range)."""
         schema = TABLES[name]
         wanted = columns or list(schema)
-        reader = self.table(name).load_cdf(
-            starting_version=start, ending_version=end, columns=[*wanted, "_change_type"]
-        )
-        for batch in reader:
+        for batch in self.change_reader(name, start, end, wanted):
             frame = pl.DataFrame(batch)
             frame = frame.filter(pl.col("_change_type") == "insert")
             if frame.height:

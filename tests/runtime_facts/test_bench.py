@@ -15,5 +15,9 @@ def test_quick_bench_produces_every_figure() -> None:
     assert len(result.product_seconds) == len(result.baseline_seconds) == 1
     assert figures["ratio_product_over_baseline"] > 0
     assert figures["growth"]["batches"] == 4
-    assert set(figures["rss"]) == {"peak_rss_mib_1_batches", "peak_rss_mib_3_batches"}
+    assert set(figures["rss"]) == {
+        "peak_rss_mib_1_batches",
+        "peak_rss_mib_3_batches",
+        "peak_rss_mib_4_batches",
+    }
     assert figures["lattice"]["large_s"] > 0

@@ -6,13 +6,21 @@ import itertools
 from datetime import UTC, datetime
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime_facts.errors import BatchRejected
-from transforms.fold import fold_facts, fold_summary, merge_summaries, summarize_batch_rows
-from transforms.schema import BATCH_ROW_SCHEMA, FACT_SCHEMA
+from transforms.fold import (
+    SUMMARY_COLUMNS,
+    fold_facts,
+    fold_summary,
+    merge_summaries,
+    summarize_batch_rows,
+    summarize_batch_stream,
+)
+from transforms.schema import BATCH_ROW_SCHEMA, FACT_KEY, FACT_SCHEMA
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,3 +115,49 @@ def test_folded_rows_come_out_sorted_by_the_whole_key() -> None:
         ("t", "scan:a", "z"),
         ("t", "scan:b", "a"),
     ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from("1234"),
+            st.sampled_from(["scan:a", "scan:b"]),
+            st.sampled_from("abc"),
+            st.sampled_from([None, "x"]),
+            st.integers(1, 2**62),
+        ),
+        max_size=30,
+        unique_by=lambda r: (r[0], r[1], r[2], r[3]),  # a batch holds one row per key
+    ),
+    deleted=st.integers(0, 3),
+)
+def test_streamed_summary_equals_the_in_memory_one(
+    rows: list[tuple[str, str, str, str | None, int]], deleted: int
+) -> None:
+    """DuckDB's streamed aggregation agrees with the polars one; deletes are not counted."""
+    frame = pl.DataFrame(
+        [
+            {**_batch(sha, symbol, hits, code), "subject_key": subject}
+            for sha, subject, symbol, code, hits in rows
+        ],
+        schema=BATCH_ROW_SCHEMA,
+    ).select(SUMMARY_COLUMNS)
+    changes = pl.concat(
+        [
+            frame.with_columns(pl.lit("insert").alias("_change_type")),
+            frame.head(deleted).with_columns(pl.lit("delete").alias("_change_type")),
+        ]
+    )
+    table = changes.to_arrow(compat_level=pl.CompatLevel.oldest())
+    result = summarize_batch_stream(
+        pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=7))
+    )
+    expected = summarize_batch_rows(frame)
+    assert result.summary.sort(FACT_KEY, nulls_last=False).equals(
+        expected.select(result.summary.columns).sort(FACT_KEY, nulls_last=False)
+    )
+    assert (result.batches, result.rows) == (
+        frame.get_column("batch_sha256").n_unique(),
+        frame.height,
+    )
