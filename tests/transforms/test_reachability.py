@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 
 import polars as pl
@@ -177,3 +178,31 @@ def test_exact_string_join_fallback_numbers_like_the_hash_join() -> None:
     by_string = _number(ids, "x", numbered, None)
     assert by_hash.get_column("x_number").to_list() == [2, 0, 2]
     assert by_string.get_column("x_number").to_list() == [2, 0, 2]
+
+
+def test_hashed_edge_join_numbers_like_the_exact_join() -> None:
+    """The DuckDB join does not keep edge order: compare the numbered edges as a multiset."""
+    from transforms.reachability import _edge_numbers, _hashed
+
+    nodes = [f"n{i:03d}" for i in range(50)]
+    pairs = [(nodes[(7 * i) % 50], nodes[(3 * i + 1) % 50]) for i in range(200)]
+    cg = _graph(nodes, pairs, [nodes[0]])
+    numbered = cg.nodes.select("symbol_id").sort("symbol_id").with_row_index("number")
+    hashed = _edge_numbers(cg, numbered, _hashed(numbered))
+    exact = _edge_numbers(cg, numbered, None)
+    assert sorted(zip(*hashed, strict=True)) == sorted(zip(*exact, strict=True))
+    assert sorted(zip(*exact, strict=True)) == sorted(
+        (nodes.index(s), nodes.index(t)) for s, t in pairs
+    )
+
+
+def test_an_edge_to_an_unknown_node_is_named() -> None:
+    from transforms.reachability import _edge_numbers, _hashed
+
+    cg = _graph(["a", "b"], [("a", "b")], ["a"])
+    cg = dataclasses.replace(
+        cg, edges=pl.DataFrame({"source_id": ["a"], "target_id": ["zz"], "kind": ["call"]})
+    )
+    numbered = cg.nodes.select("symbol_id").sort("symbol_id").with_row_index("number")
+    with pytest.raises(ValueError, match="zz"):
+        _edge_numbers(cg, numbered, _hashed(numbered))
