@@ -78,48 +78,59 @@ def make_runtime(rng: np.random.Generator, cg: Callgraph, observed: int) -> pl.D
     )
 
 
-def run_lattice_bench(
-    nodes: int, edges: int, observed: int, seed: int, repeats: int = 1
-) -> dict[str, float]:
-    """Time compute_static_reachability and score_symbols on one generated subject.
+def run_lattice_sizes(
+    sizes: list[tuple[int, int, int]], seed: int, repeats: int = 1
+) -> list[dict[str, float]]:
+    """Time compute_static_reachability and score_symbols on generated subjects.
+
+    The timed runs alternate between the sizes (small, large, small, large, ...) so a slow
+    spell of a shared machine weighs on every size alike.
 
     Args:
-        nodes: Callgraph nodes.
-        edges: Random edges drawn (exact duplicates are dropped before timing).
-        observed: Runtime symbols with hits.
+        sizes: (callgraph nodes, random edges drawn, runtime symbols with hits) per subject;
+            exact duplicate edges are dropped before timing.
         seed: Seed of the numpy Generator; same seed, same data.
-        repeats: Timed runs on the same data; the medians are reported.
+        repeats: Timed runs per size; the medians are reported.
 
     Returns:
-        Seconds for ``generate_s``, ``reachability_s``, ``score_s`` and ``total_s``
+        Per size: seconds for ``generate_s``, ``reachability_s``, ``score_s`` and ``total_s``
         (reachability + score, median of the repeats), plus counts ``nodes``, ``edges``,
         ``rows`` and ``reachable`` as floats.
     """
-    rng = np.random.default_rng(seed)
-    started = time.perf_counter()
-    cg = make_callgraph(rng, nodes, edges)
-    runtime = make_runtime(rng, cg, observed)
-    generated = time.perf_counter()
-    reach_s, score_s, total_s = [], [], []
+    subjects = []
+    for nodes, edges, observed in sizes:
+        rng = np.random.default_rng(seed)
+        started = time.perf_counter()
+        cg = make_callgraph(rng, nodes, edges)
+        runtime = make_runtime(rng, cg, observed)
+        subjects.append((cg, runtime, time.perf_counter() - started))
+    timings: list[list[tuple[float, float]]] = [[] for _ in sizes]
+    results: list[tuple[pl.DataFrame, pl.DataFrame]] = []
     for _ in range(max(1, repeats)):
-        begin = time.perf_counter()
-        static = compute_static_reachability(cg)
-        reached = time.perf_counter()
-        scored = score_symbols(static, runtime, ScoreParams())
-        finished = time.perf_counter()
-        reach_s.append(reached - begin)
-        score_s.append(finished - reached)
-        total_s.append(finished - begin)
-    return {
-        "generate_s": generated - started,
-        "reachability_s": statistics.median(reach_s),
-        "score_s": statistics.median(score_s),
-        "total_s": statistics.median(total_s),
-        "nodes": float(cg.nodes.height),
-        "edges": float(cg.edges.height),
-        "rows": float(scored.height),
-        "reachable": float(static["reachable"].sum()),
-    }
+        results = []
+        for i, (cg, runtime, _) in enumerate(subjects):
+            begin = time.perf_counter()
+            static = compute_static_reachability(cg)
+            reached = time.perf_counter()
+            scored = score_symbols(static, runtime, ScoreParams())
+            finished = time.perf_counter()
+            timings[i].append((reached - begin, finished - reached))
+            results.append((static, scored))
+    out = []
+    for (cg, _, generate_s), runs, (static, scored) in zip(subjects, timings, results, strict=True):
+        out.append(
+            {
+                "generate_s": generate_s,
+                "reachability_s": statistics.median(r for r, _ in runs),
+                "score_s": statistics.median(s for _, s in runs),
+                "total_s": statistics.median(r + s for r, s in runs),
+                "nodes": float(cg.nodes.height),
+                "edges": float(cg.edges.height),
+                "rows": float(scored.height),
+                "reachable": float(static["reachable"].sum()),
+            }
+        )
+    return out
 
 
 def _report(label: str, result: dict[str, float]) -> None:
@@ -132,8 +143,9 @@ def _report(label: str, result: dict[str, float]) -> None:
 
 
 if __name__ == "__main__":
-    small = run_lattice_bench(1_000_000, 5_000_000, 200_000, seed=7, repeats=3)
+    small, large = run_lattice_sizes(
+        [(1_000_000, 5_000_000, 200_000), (2_000_000, 10_000_000, 400_000)], seed=7, repeats=3
+    )
     _report("1M nodes / 5M edges / 200k observed", small)
-    large = run_lattice_bench(2_000_000, 10_000_000, 400_000, seed=7, repeats=3)
     _report("2M nodes / 10M edges / 400k observed", large)
     print(f"time ratio 2x/1x: {large['total_s'] / small['total_s']:.2f}")

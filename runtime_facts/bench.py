@@ -7,6 +7,7 @@ and noisy, so absolute seconds mean little on their own).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -239,11 +240,21 @@ def _rss(cfg: BenchConfig, scratch: Path) -> dict[str, float]:
     return out
 
 
-def _lattice(cfg: BenchConfig) -> dict[str, float]:
-    sys.path.insert(0, str(REPO))
-    from benchmarks.bench_lattice import run_lattice_bench
+_LATTICE = """
+import json, sys
+from benchmarks.bench_lattice import run_lattice_sizes
+sizes = json.loads(sys.argv[2])
+result = run_lattice_sizes([tuple(s) for s in sizes], seed=7, repeats=int(sys.argv[3]))
+with open(sys.argv[1], "w") as out:
+    json.dump(result, out)
+"""
 
-    runs = [run_lattice_bench(n, e, o, seed=7, repeats=cfg.repeats) for n, e, o in cfg.lattice]
+
+def _lattice(cfg: BenchConfig) -> dict[str, float]:
+    """Both graph sizes in one child process of their own, their timed runs alternating."""
+    with tempfile.NamedTemporaryFile(prefix="rf-lattice-", suffix=".json") as out:
+        _child(_LATTICE, out.name, json.dumps(cfg.lattice), str(cfg.repeats))
+        runs = json.loads(Path(out.name).read_text())
     totals = [r["total_s"] for r in runs]
     return {
         "small": cfg.lattice[0][0],
