@@ -89,22 +89,6 @@ def summarize_batch_stream(stream: pa.RecordBatchReader) -> StreamSummary:
     return StreamSummary(summary, grouped.height - per_key.height, rows)
 
 
-def merge_summaries(summaries: list[pl.DataFrame]) -> pl.DataFrame:
-    """Add up summaries of disjoint sets of batch rows (from `summarize_batch_rows`)."""
-    if len(summaries) == 1:
-        return summaries[0]
-    return _merged(pl.concat(summaries))
-
-
-def _merged(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.group_by(FACT_KEY).agg(
-        *(pl.col(c).sum() for c in _SUMS),
-        pl.col("first_observed_at").min(),
-        pl.col("last_observed_at").max(),
-        *(pl.col(c).max() for c in frame.columns if c == "updated_at"),
-    )
-
-
 def fold_facts(current: pl.DataFrame, batches: pl.DataFrame, now: datetime) -> pl.DataFrame:
     """Add batch rows to the current facts of the same subjects.
 
@@ -136,7 +120,9 @@ def fold_summary(current: pl.DataFrame, incoming: pl.DataFrame, now: datetime) -
         *((pl.col(c) + pl.col(f"{c}_old").fill_null(0)).alias(c) for c in _SUMS),
         pl.min_horizontal("first_observed_at", "first_observed_at_old").alias("first_observed_at"),
         pl.max_horizontal("last_observed_at", "last_observed_at_old").alias("last_observed_at"),
-        pl.lit(now).cast(FACT_SCHEMA["updated_at"]).alias("updated_at"),
+        pl.max_horizontal(pl.lit(now).cast(FACT_SCHEMA["updated_at"]), "updated_at").alias(
+            "updated_at"
+        ),
     )
     over = touched.filter((pl.col("hit_count") > INT64_MAX) | (pl.col("event_count") > INT64_MAX))
     if over.height:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, datetime
 
 import polars as pl
@@ -15,8 +14,6 @@ from runtime_facts.errors import BatchRejected
 from transforms.fold import (
     SUMMARY_COLUMNS,
     fold_facts,
-    fold_summary,
-    merge_summaries,
     summarize_batch_rows,
     summarize_batch_stream,
 )
@@ -63,40 +60,6 @@ def test_cumulative_overflow_is_an_error() -> None:
     with pytest.raises(BatchRejected) as info:
         fold_facts(first, pl.DataFrame([_batch("2", "a", 1)], schema=BATCH_ROW_SCHEMA), NOW)
     assert info.value.reason == "hit_count_overflow"
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    rows=st.lists(
-        st.tuples(
-            st.sampled_from("123456"),
-            st.sampled_from("abc"),
-            st.sampled_from([None, "x"]),
-            st.integers(1, 2**40),
-        ),
-        min_size=1,
-        max_size=30,
-        unique_by=lambda r: (r[0], r[1], r[2]),  # a batch holds one row per key
-    ),
-    cuts=st.lists(st.integers(0, 30), max_size=4),
-)
-def test_summaries_of_any_split_fold_like_the_whole(
-    rows: list[tuple[str, str, str | None, int]], cuts: list[int]
-) -> None:
-    """A fold streams batch rows in record batches: summing per-chunk summaries is exact."""
-    frame = pl.DataFrame(
-        [_batch(sha, symbol, hits, code) for sha, symbol, code, hits in rows],
-        schema=BATCH_ROW_SCHEMA,
-    )
-    bounds = sorted({0, frame.height, *(min(c, frame.height) for c in cuts)})
-    chunks = [frame.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
-    summary = merge_summaries([summarize_batch_rows(c) for c in chunks])
-    current = fold_facts(
-        pl.DataFrame(schema=FACT_SCHEMA),
-        pl.DataFrame([_batch("0", "a", 7)], schema=BATCH_ROW_SCHEMA),
-        T0,
-    )
-    assert fold_summary(current, summary, NOW).equals(fold_facts(current, frame, NOW))
 
 
 def test_folded_rows_come_out_sorted_by_the_whole_key() -> None:
