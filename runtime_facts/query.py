@@ -32,6 +32,7 @@ from runtime_facts.errors import NotFoundError, Reason, UsageError
 from runtime_facts.home import Home
 from runtime_facts.stores.lake import TABLES, Lake, sql_literal
 from runtime_facts.subject import validate_tenant
+from transforms.duck import offline_connection
 
 VIEWS: tuple[str, ...] = (
     "runtime_facts",
@@ -201,15 +202,7 @@ def connect(
         validate_tenant(tenant)
     names = list(VIEWS) if tables is None else sorted(set(tables), key=_view_order)
     pinned = parse_as_of(as_of)
-    con = duckdb.connect(
-        ":memory:",
-        config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-            "python_enable_replacements": False,
-        },
-    )
+    con = offline_connection()
     versions: dict[str, int] = {}
     try:
         con.execute("SET TimeZone = 'UTC'")  # dates and timestamps print and bucket in UTC

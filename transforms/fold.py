@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
 import polars as pl
 import pyarrow as pa
 
 from runtime_facts.errors import BatchRejected, Reason
+from transforms.duck import offline_connection
 from transforms.schema import FACT_KEY, FACT_SCHEMA, INT64_MAX, SUBJECT
 
 _SUMS = ("hit_count", "event_count", "batch_count")
@@ -71,7 +71,7 @@ def summarize_batch_stream(stream: pa.RecordBatchReader) -> StreamSummary:
     Returns:
         The per-key summary (as `summarize_batch_rows`), the number of batches and of rows.
     """
-    con = duckdb.connect()
+    con = offline_connection()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("pending_rows", stream)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Final
 
-import duckdb
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from transforms.callgraph import Callgraph
+from transforms.duck import offline_connection
 
 __all__ = ["STATIC_REACHABILITY_SCHEMA", "compute_static_reachability"]
 
@@ -84,7 +84,7 @@ def _hashed_edge_numbers(
         pl.col("source_id").hash(seed=0).alias("source_h"),
         pl.col("target_id").hash(seed=0).alias("target_h"),
     )
-    con = duckdb.connect()
+    con = offline_connection()
     try:
         con.register("edge_hashes", edge_hashes.to_arrow())
         con.register("node_hashes", hashes.to_arrow())
