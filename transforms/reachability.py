@@ -33,9 +33,14 @@ STATIC_REACHABILITY_SCHEMA: Final = pl.Schema(
 _IntArray = npt.NDArray[np.int64]
 
 
+def _id_hash(column: str) -> pl.Expr:
+    """The 64-bit hash every join below uses for an id column (nodes and edges alike)."""
+    return pl.col(column).hash(seed=0)
+
+
 def _hashed(numbered: pl.DataFrame) -> pl.DataFrame | None:
     """``(_h, number)`` per node, or None when two node ids share a 64-bit hash."""
-    hashes = numbered.select(pl.col("symbol_id").hash(seed=0).alias("_h"), "number")
+    hashes = numbered.select(_id_hash("symbol_id").alias("_h"), "number")
     return hashes if hashes.get_column("_h").n_unique() == hashes.height else None
 
 
@@ -50,7 +55,7 @@ def _number(
     target = f"{column}_number"
     if hashes is not None:
         coded = (
-            ids.with_columns(pl.col(column).hash(seed=0).alias("_h"))
+            ids.with_columns(_id_hash(column).alias("_h"))
             .join(hashes.rename({"number": target}), on="_h", how="left")
             .drop("_h")
         )
@@ -81,8 +86,8 @@ def _hashed_edge_numbers(
     join keeps doubling the graph near 2x the time, where a plain hash join is cache-bound).
     Edge order is not kept: depths do not depend on it. None when an endpoint is unknown."""
     edge_hashes = edges.select(
-        pl.col("source_id").hash(seed=0).alias("source_h"),
-        pl.col("target_id").hash(seed=0).alias("target_h"),
+        _id_hash("source_id").alias("source_h"),
+        _id_hash("target_id").alias("target_h"),
     )
     con = offline_connection()
     try:
