@@ -26,7 +26,7 @@ demo: setup ## Stage the bundled fixtures, run the ingest end to end, print what
 
 test: setup ## Run every test (slow ones included)
 	@bash scripts/ensure-chromium.sh
-	@.venv/bin/pytest
+	@bash scripts/run-tests.sh
 
 lint: setup ## ruff + mypy --strict on the packages
 	@.venv/bin/ruff check .
