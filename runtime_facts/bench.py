@@ -50,6 +50,7 @@ class BenchConfig:
     rss_events: int = 20_000
     lattice: tuple[tuple[int, int, int], ...] = ((1_000_000, 5_000_000, 200_000),
                                                  (2_000_000, 10_000_000, 400_000))  # fmt: skip
+    lattice_repeats: int = 5  # one size takes about a second: more runs for a steady median
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -57,7 +58,7 @@ class BenchConfig:
         return cls(
             events=20_000, symbols=2_000, code_ids=50, repeats=1, growth_batches=4,
             growth_events=500, rss_batches=3, rss_events=500,
-            lattice=((2_000, 8_000, 500), (4_000, 16_000, 1_000)),
+            lattice=((2_000, 8_000, 500), (4_000, 16_000, 1_000)), lattice_repeats=1,
         )  # fmt: skip
 
 
@@ -253,11 +254,12 @@ with open(sys.argv[1], "w") as out:
 def _lattice(cfg: BenchConfig) -> dict[str, float]:
     """Both graph sizes in one child process of their own, their timed runs alternating."""
     with tempfile.NamedTemporaryFile(prefix="rf-lattice-", suffix=".json") as out:
-        _child(_LATTICE, out.name, json.dumps(cfg.lattice), str(cfg.repeats))
+        _child(_LATTICE, out.name, json.dumps(cfg.lattice), str(cfg.lattice_repeats))
         runs = json.loads(Path(out.name).read_text())
     totals = [r["total_s"] for r in runs]
     return {
         "small": cfg.lattice[0][0],
+        "repeats": cfg.lattice_repeats,
         "small_s": round(totals[0], 3),
         "large_s": round(totals[1], 3),
         "ratio_double_over_single": round(totals[1] / totals[0], 3),

@@ -1,11 +1,17 @@
 """Static reachability of every callgraph node from the entry points.
 
-One breadth-first search in compiled code: node ids are numbered by their sorted position
-(edges get their endpoints' numbers from a DuckDB join on 64-bit id hashes), edges become a
-CSR matrix with one extra virtual node (the super-source) that calls every
-entry point, and ``scipy.sparse.csgraph.breadth_first_order`` returns the BFS tree. Depths
-in a BFS tree are shortest path lengths; they are read off the predecessor array by pointer
-doubling (``log2(depth)`` vectorised passes), so no Python loop touches a node or an edge.
+A :class:`~transforms.callgraph.Callgraph` arrives numbered (a node's number is its row in
+the sorted node ids) with its edges sorted by source number, so its edges already are a CSR
+adjacency: row offsets come from one ``bincount``, column indices are the target numbers.
+
+The search is level-synchronous and vectorised: each level gathers the out-edges of the
+whole frontier at once (the frontier is sorted, so the adjacency is read front to back) and
+keeps the targets not seen yet; a node's level is its shortest path length. The random
+accesses hit only a one-byte-per-node "seen" array, which keeps the cost close to linear
+as graphs outgrow the CPU caches. Call chains deeper than ``_FRONTIER_LEVEL_LIMIT`` levels
+(a cost per level in numpy calls) go to ``scipy.sparse.csgraph.breadth_first_order`` from a
+virtual super-source that calls every entry point, with depths read off its BFS tree by
+pointer doubling. No Python loop touches a node or an edge.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import numpy.typing as npt
 import polars as pl
 
 from transforms.callgraph import Callgraph
-from transforms.duck import offline_connection
 
 __all__ = ["STATIC_REACHABILITY_SCHEMA", "compute_static_reachability"]
 
@@ -30,113 +35,101 @@ STATIC_REACHABILITY_SCHEMA: Final = pl.Schema(
     }
 )
 
+# Past this many BFS levels (long call chains) the vectorised search hands over to scipy's.
+_FRONTIER_LEVEL_LIMIT: Final = 256
+# A frontier this many times smaller than the graph is deduplicated by sorting, not by a
+# pass over a node-sized flag array.
+_SMALL_FRONTIER: Final = 16
+
 _IntArray = npt.NDArray[np.int64]
+_Int32Array = npt.NDArray[np.int32]
 
 
-def _id_hash(column: str) -> pl.Expr:
-    """The 64-bit hash every join below uses for an id column (nodes and edges alike)."""
-    return pl.col(column).hash(seed=0)
+def _invalid(detail: str) -> ValueError:
+    return ValueError(f"{detail}; build Callgraph objects with build_callgraph or parse_callgraph")
 
 
-def _hashed(numbered: pl.DataFrame) -> pl.DataFrame | None:
-    """``(_h, number)`` per node, or None when two node ids share a 64-bit hash."""
-    hashes = numbered.select(_id_hash("symbol_id").alias("_h"), "number")
-    return hashes if hashes.get_column("_h").n_unique() == hashes.height else None
+def _edge_arrays(cg: Callgraph, node_count: int) -> tuple[_Int32Array, _Int32Array]:
+    """Source and target numbers as int32 arrays; checks the invariants they rely on."""
+    if not {"source_number", "target_number"} <= set(cg.edges.columns):
+        raise _invalid("callgraph edges carry no node numbers")
+    numbers = cg.edges.select(pl.col("source_number", "target_number").cast(pl.Int32))
+    if numbers.null_count().sum_horizontal().item() > 0:
+        raise _invalid("callgraph edges refer to unknown nodes")
+    sources = numbers.get_column("source_number").to_numpy()
+    targets = numbers.get_column("target_number").to_numpy()
+    if sources.size and (
+        min(sources.min(), targets.min()) < 0 or max(sources.max(), targets.max()) >= node_count
+    ):
+        raise _invalid("callgraph edges refer to unknown nodes")
+    if np.any(sources[1:] < sources[:-1]):
+        raise _invalid("callgraph edges are not sorted by source")
+    return sources, targets
 
 
-def _number(
-    ids: pl.DataFrame, column: str, numbered: pl.DataFrame, hashes: pl.DataFrame | None
-) -> pl.DataFrame:
-    """Attach ``<column>_number``, the row of ``ids[column]`` in ``numbered``; fail on misses.
-
-    Joins on a 64-bit hash of the id when the node hashes are all distinct (a join on
-    integers is several times faster than on strings at millions of edges), else on the ids.
-    """
-    target = f"{column}_number"
-    if hashes is not None:
-        coded = (
-            ids.with_columns(_id_hash(column).alias("_h"))
-            .join(hashes.rename({"number": target}), on="_h", how="left")
-            .drop("_h")
-        )
-    else:  # a 64-bit collision between two node ids: exact string join
-        key = numbered.rename({"symbol_id": column, "number": target})
-        coded = ids.join(key, on=column, how="left")
-    missing = coded.filter(pl.col(f"{column}_number").is_null())
-    if missing.height > 0:
-        raise ValueError(
-            f"callgraph {column} refers to unknown node {missing[column][0]!r}; "
-            "build Callgraph objects with parse_callgraph"
-        )
-    return coded
+def _entry_numbers(nodes: pl.Series, entrypoints: tuple[str, ...]) -> _IntArray:
+    wanted = pl.Series("entry_id", entrypoints, dtype=pl.String)
+    found = nodes.search_sorted(wanted).to_numpy().astype(np.int64)
+    at = np.minimum(found, max(nodes.len() - 1, 0))
+    known = (found < nodes.len()) & (nodes.gather(at).to_numpy() == wanted.to_numpy())
+    if not known.all():
+        raise _invalid(f"callgraph entrypoint {wanted.filter(~known)[0]!r} is not a node")
+    return found
 
 
-_EDGE_JOIN = """
-SELECT s.number AS source_number, t.number AS target_number
-FROM edge_hashes AS e
-JOIN node_hashes AS s ON e.source_h = s._h
-JOIN node_hashes AS t ON e.target_h = t._h
-"""
+def _depths_by_frontier(
+    node_count: int, indptr: _IntArray, targets: _Int32Array, entrypoints: _IntArray
+) -> _IntArray | None:
+    """Path lengths (1 for an entry point, -1 when unreached) by a vectorised BFS; None when
+    the graph is deeper than ``_FRONTIER_LEVEL_LIMIT`` levels."""
+    depth = np.full(node_count, -1, dtype=np.int64)
+    seen = np.zeros(node_count, dtype=np.bool_)
+    frontier = np.unique(entrypoints)
+    seen[frontier] = True
+    depth[frontier] = 1
+    level = 1
+    while frontier.size:
+        starts = indptr[frontier]
+        degrees = indptr[frontier + 1] - starts
+        total = int(degrees.sum())
+        if total == 0:
+            break
+        if level >= _FRONTIER_LEVEL_LIMIT:
+            return None
+        # positions of every out-edge of the frontier, in frontier order
+        positions = np.repeat(starts - (np.cumsum(degrees) - degrees), degrees)
+        positions += np.arange(total, dtype=np.int64)
+        reached = targets[positions]
+        reached = reached[~seen[reached]]
+        seen[reached] = True
+        if reached.size * _SMALL_FRONTIER < node_count:
+            frontier = np.unique(reached).astype(np.int64)
+        else:
+            flags = np.zeros(node_count, dtype=np.bool_)
+            flags[reached] = True
+            frontier = np.flatnonzero(flags)
+        level += 1
+        depth[frontier] = level
+    return depth
 
 
-def _hashed_edge_numbers(
-    edges: pl.DataFrame, hashes: pl.DataFrame
-) -> tuple[_IntArray, _IntArray] | None:
-    """Both endpoints' numbers by one DuckDB hash join on 64-bit id hashes (its partitioned
-    join keeps doubling the graph near 2x the time, where a plain hash join is cache-bound).
-    Edge order is not kept: depths do not depend on it. None when an endpoint is unknown."""
-    edge_hashes = edges.select(
-        _id_hash("source_id").alias("source_h"),
-        _id_hash("target_id").alias("target_h"),
-    )
-    con = offline_connection()
-    try:
-        con.register("edge_hashes", edge_hashes.to_arrow())
-        con.register("node_hashes", hashes.to_arrow())
-        coded = con.sql(_EDGE_JOIN).pl()
-    finally:
-        con.close()
-    if coded.height != edges.height:
-        return None
-    return (
-        coded["source_number"].to_numpy().astype(np.int64),
-        coded["target_number"].to_numpy().astype(np.int64),
-    )
-
-
-def _edge_numbers(
-    cg: Callgraph, numbered: pl.DataFrame, hashes: pl.DataFrame | None
-) -> tuple[_IntArray, _IntArray]:
-    edges = cg.edges.select("source_id", "target_id")
-    if hashes is not None:
-        found = _hashed_edge_numbers(edges, hashes)
-        if found is not None:
-            return found
-    # A 64-bit collision between node ids, or an unknown endpoint (named by the error)
-    coded = _number(_number(edges, "source_id", numbered, None), "target_id", numbered, None)
-    return (
-        coded["source_id_number"].to_numpy().astype(np.int64),
-        coded["target_id_number"].to_numpy().astype(np.int64),
-    )
-
-
-def _bfs_depths(
-    node_count: int, sources: _IntArray, targets: _IntArray, entrypoints: _IntArray
+def _depths_by_scipy(
+    node_count: int, indptr: _IntArray, targets: _Int32Array, entrypoints: _IntArray
 ) -> _IntArray:
-    """Edges counted from the super-source (``node_count``) per node; -1 when unreached."""
-    # scipy costs ~1.4 s to import: only subjects that have a callgraph pay for it.
+    """Path lengths as in :func:`_depths_by_frontier`, for any depth."""
+    # scipy costs ~1.4 s to import: only deep graphs pay for it.
     from scipy.sparse import csr_array
     from scipy.sparse.csgraph import breadth_first_order
 
     super_source = node_count
     size = node_count + 1
-    rows = np.concatenate([sources, np.full(entrypoints.size, super_source, np.int64)])
-    cols = np.concatenate([targets, entrypoints])
-    # Float data: duplicate edges are summed while building CSR and must stay non-zero.
-    graph = csr_array(
-        (np.ones(rows.size, dtype=np.float64), (rows.astype(np.int32), cols.astype(np.int32))),
-        shape=(size, size),
-    )
+    if indptr[-1] + entrypoints.size >= np.iinfo(np.int32).max:
+        raise ValueError("callgraph has too many edges for 32-bit CSR offsets")
+    # The super-source's row comes last: its out-edges are the entry points.
+    full_indptr = np.append(indptr, indptr[-1] + entrypoints.size).astype(np.int32)
+    indices = np.concatenate([targets, entrypoints.astype(np.int32)])
+    # Float data: csgraph works on float64 weights; BFS ignores their values.
+    graph = csr_array((np.ones(indices.size), indices, full_indptr), shape=(size, size))
     _, predecessors = breadth_first_order(
         graph, super_source, directed=True, return_predecessors=True
     )
@@ -145,22 +138,36 @@ def _bfs_depths(
     roots = parent < 0  # the super-source and every unreached node
     parent[roots] = own[roots]
     depth = np.where(roots, 0, 1).astype(np.int64)
-    while True:
+    while True:  # pointer doubling: log2(depth) passes
         grandparent = parent[parent]
         if np.array_equal(grandparent, parent):
             break
         depth = depth + depth[parent]
         parent = grandparent
-    reached = parent == super_source
-    reached[super_source] = False
-    return np.where(reached, depth, -1)[:node_count]
+    return np.where(parent == super_source, depth, -1)[:node_count]
+
+
+def _bfs_depths(
+    node_count: int, sources: _Int32Array, targets: _Int32Array, entrypoints: _IntArray
+) -> _IntArray:
+    """Path lengths per node (1 for an entry point), -1 when unreached.
+
+    ``sources`` must be sorted: the edges are then the CSR adjacency as they stand.
+    """
+    indptr = np.zeros(node_count + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sources, minlength=node_count), out=indptr[1:])
+    depth = _depths_by_frontier(node_count, indptr, targets, entrypoints)
+    if depth is None:
+        depth = _depths_by_scipy(node_count, indptr, targets, entrypoints)
+    return depth
 
 
 def compute_static_reachability(cg: Callgraph) -> pl.DataFrame:
     """Mark every callgraph node reachable or not from the entry points.
 
     Args:
-        cg: A validated callgraph (see :func:`transforms.callgraph.parse_callgraph`).
+        cg: A callgraph from :func:`transforms.callgraph.parse_callgraph` or
+            :func:`transforms.callgraph.build_callgraph` (nodes sorted, edges numbered).
 
     Returns:
         One row per node, sorted by ``symbol_id``, with ``reachable`` (Boolean),
@@ -169,19 +176,15 @@ def compute_static_reachability(cg: Callgraph) -> pl.DataFrame:
         unreachable.
 
     Raises:
-        ValueError: An edge or entry point names an id that is not a node (only possible
-            for a hand-built ``Callgraph``).
+        ValueError: The callgraph does not hold the invariants its builders establish
+            (only possible for a hand-made ``Callgraph``).
     """
-    nodes = cg.nodes.select(pl.col("symbol_id").cast(pl.String)).sort("symbol_id")
-    numbered = nodes.with_row_index("number")
-    hashes = _hashed(numbered)
-    sources, targets = _edge_numbers(cg, numbered, hashes)
-    entry_frame = pl.DataFrame({"entry_id": list(cg.entrypoints)}, schema={"entry_id": pl.String})
-    entry_numbers = (
-        _number(entry_frame, "entry_id", numbered, hashes)["entry_id_number"]
-        .to_numpy()
-        .astype(np.int64)
-    )
+    nodes = cg.nodes.select(pl.col("symbol_id").cast(pl.String))
+    ids = nodes.get_column("symbol_id")
+    if not ids.is_sorted():
+        raise _invalid("callgraph nodes are not sorted")
+    sources, targets = _edge_arrays(cg, nodes.height)
+    entry_numbers = _entry_numbers(ids, cg.entrypoints)
     depths = _bfs_depths(nodes.height, sources, targets, entry_numbers)
     is_entrypoint = np.zeros(nodes.height, dtype=np.bool_)
     is_entrypoint[entry_numbers] = True

@@ -87,19 +87,60 @@ def _window_complete(runtime: pl.DataFrame, params: ScoreParams) -> bool:
     return int(span) >= params.min_observation_window_seconds * _MICROSECONDS
 
 
+def _sorted_by_symbol(frame: pl.DataFrame) -> pl.DataFrame:
+    ids = frame.get_column("symbol_id")
+    return frame if ids.is_sorted() else frame.sort("symbol_id")
+
+
 def _combined(static: pl.DataFrame | None, runtime: pl.DataFrame) -> pl.DataFrame:
-    """Union of graph nodes and runtime symbols, one row each."""
-    hits = runtime.select(
-        pl.col("symbol_id").cast(pl.String), pl.col("runtime_hit_count").cast(pl.Int64)
+    """Union of graph nodes and runtime symbols, one row each, sorted by ``symbol_id``.
+
+    A merge of the two id-sorted sides, then each graph node followed by its runtime row
+    (same id) becomes one row: sequential passes only, where a hash join over millions of
+    string ids and the sort after it slow down more than linearly with the graph's size.
+    """
+    hits = _sorted_by_symbol(
+        runtime.select(
+            pl.col("symbol_id").cast(pl.String), pl.col("runtime_hit_count").cast(pl.Int64)
+        )
     )
-    if hits["symbol_id"].is_duplicated().any():
+    symbol = pl.col("symbol_id")
+    if hits.select((symbol == symbol.shift(1)).any()).item():
         raise ValueError("runtime must hold one row per symbol_id (sum over code ids first)")
     graph = (
         pl.DataFrame(schema=STATIC_REACHABILITY_SCHEMA)
         if static is None
-        else static.select(STATIC_REACHABILITY_SCHEMA.names()).cast(STATIC_REACHABILITY_SCHEMA)
+        else _sorted_by_symbol(
+            static.select(STATIC_REACHABILITY_SCHEMA.names()).cast(STATIC_REACHABILITY_SCHEMA)
+        )
     )
-    return graph.join(hits, on="symbol_id", how="full", coalesce=True)
+    runtime_only = hits.select(
+        "symbol_id",
+        *(
+            pl.lit(None, dtype=dtype).alias(name)
+            for name, dtype in graph.schema.items()
+            if name != "symbol_id"
+        ),
+        "runtime_hit_count",
+    )
+    merged = graph.with_columns(runtime_hit_count=pl.lit(None, dtype=pl.Int64)).merge_sorted(
+        runtime_only, key="symbol_id"
+    )
+    # Of a node and its runtime row, the node's row carries the static columns and the
+    # runtime row the hit count, the other side null: coalescing with the next row fills
+    # the first of the pair, and the second is dropped.
+    values = [name for name in merged.columns if name != "symbol_id"]
+    pair_with_next = (symbol == symbol.shift(-1)).fill_null(value=False)
+    second_of_pair = (symbol == symbol.shift(1)).fill_null(value=False)
+    # Eager on purpose: the filter must see the rows the shifts saw (no predicate pushdown).
+    collapsed = merged.with_columns(
+        pl.when(pair_with_next)
+        .then(pl.coalesce(pl.col(name), pl.col(name).shift(-1)))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name in values
+    )
+    return collapsed.filter(~second_of_pair)
 
 
 def score_symbols(
@@ -185,8 +226,7 @@ def score_symbols(
         )
         .with_columns(score=(pl.col("confidence") * pl.col("weight")).round(_DECIMALS))
         .with_columns(pl.col("weight").round(_DECIMALS))
-        .select(SCORE_SCHEMA.names())
-        .sort("symbol_id")
+        .select(SCORE_SCHEMA.names())  # _combined's rows are sorted by symbol_id already
         .collect()
         .cast(SCORE_SCHEMA)
     )

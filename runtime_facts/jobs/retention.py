@@ -42,7 +42,11 @@ from runtime_facts import __version__
 from runtime_facts.errors import NotFoundError, RejectedError
 from runtime_facts.home import Home
 from runtime_facts.jobs.commit import FOLD_APP
-from runtime_facts.jobs.graphs import current_graph_sha, forget_current_graph
+from runtime_facts.jobs.graphs import (
+    current_graph_sha,
+    forget_compiled_graph,
+    forget_current_graph,
+)
 from runtime_facts.stores.cas import Kind, cas_uri
 from runtime_facts.stores.lake import TABLES
 from runtime_facts.stores.receipts import ObjectReceiptLog, ReceiptLog, canonical_json
@@ -293,6 +297,7 @@ def _delete_graph(home: Home, sha: str) -> None:
     if owner is not None and current_graph_sha(home, *owner) == sha:
         forget_current_graph(home, *owner)
     home.cas.delete("graphs", sha)
+    forget_compiled_graph(home, sha)
 
 
 def _record(home: Home, report: RetentionReport) -> None:

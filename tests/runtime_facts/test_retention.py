@@ -13,7 +13,7 @@ import pytest
 
 from runtime_facts.errors import RejectedError
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import current_graph_sha, stage_graph
+from runtime_facts.jobs.graphs import compiled_graph_dir, current_graph_sha, stage_graph
 from runtime_facts.jobs.ingest import ingest
 from runtime_facts.jobs.retention import RETENTION_LOG, apply_retention
 from runtime_facts.stores.cas import cas_uri
@@ -220,6 +220,8 @@ def test_only_the_current_graph_of_a_callgraph_in_use_is_kept(
     assert set(home.cas.list("graphs")) == {current}
     assert current_graph_sha(home, "acme", "cg-fresh") == current
     assert current_graph_sha(home, "acme", "cg-gone") is None
+    kept = {sha for sha in (superseded, unused, current) if compiled_graph_dir(home, sha).exists()}
+    assert kept == {current}  # compiled forms go with their graphs
 
 
 def test_facts_without_timestamps_age_by_update_time(home: Home, stage: Stage) -> None:

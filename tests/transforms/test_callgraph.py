@@ -7,11 +7,18 @@ from typing import Any
 import orjson
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from transforms.callgraph import CALLGRAPH_SCHEMA, Callgraph, CallgraphError, parse_callgraph
-
-EDGE_SCHEMA = {"source_id": pl.String, "target_id": pl.String, "kind": pl.String}
+from transforms.callgraph import (
+    CALLGRAPH_SCHEMA,
+    EDGE_SCHEMA,
+    Callgraph,
+    CallgraphError,
+    build_callgraph,
+    parse_callgraph,
+)
 
 
 def _doc(**overrides: Any) -> dict[str, Any]:
@@ -58,7 +65,7 @@ def test_parse_sorts_edges() -> None:
     cg = _parse(_doc())
 
     expected = pl.DataFrame(
-        {"source_id": ["a", "b"], "target_id": ["b", "c"], "kind": ["call", "call"]},
+        {"source_number": [0, 1], "target_number": [1, 2], "kind": ["call", "call"]},
         schema=EDGE_SCHEMA,
     )
     assert_frame_equal(cg.edges, expected)
@@ -69,7 +76,7 @@ def test_parse_collapses_duplicate_edges() -> None:
     cg = _parse(_doc(edges=[edge, edge, {**edge, "kind": "virtual"}]))
 
     expected = pl.DataFrame(
-        {"source_id": ["a", "a"], "target_id": ["b", "b"], "kind": ["call", "virtual"]},
+        {"source_number": [0, 0], "target_number": [1, 1], "kind": ["call", "virtual"]},
         schema=EDGE_SCHEMA,
     )
     assert_frame_equal(cg.edges, expected)
@@ -79,7 +86,7 @@ def test_parse_keeps_missing_edge_kind_as_null() -> None:
     cg = _parse(_doc(edges=[{"sourceId": "a", "targetId": "b"}]))
 
     expected = pl.DataFrame(
-        {"source_id": ["a"], "target_id": ["b"], "kind": [None]}, schema=EDGE_SCHEMA
+        {"source_number": [0], "target_number": [1], "kind": [None]}, schema=EDGE_SCHEMA
     )
     assert_frame_equal(cg.edges, expected)
 
@@ -186,3 +193,80 @@ def test_empty_entrypoints_is_rejected() -> None:
 
 def test_unknown_entrypoint_is_rejected() -> None:
     assert _reason(_doc(entrypoints=["a", "nope"])) == "callgraph_unknown_entrypoint"
+
+
+def test_build_numbers_edges_like_parse() -> None:
+    doc = _doc()
+    built = build_callgraph(
+        "cg-1",
+        "java",
+        pl.Series([n["id"] for n in doc["nodes"]]),
+        pl.DataFrame(
+            {
+                "source_id": [e["sourceId"] for e in doc["edges"]],
+                "target_id": [e["targetId"] for e in doc["edges"]],
+                "kind": [e["kind"] for e in doc["edges"]],
+            }
+        ),
+        ["a", "a"],
+    )
+    parsed = _parse(doc)
+
+    assert_frame_equal(built.nodes, parsed.nodes)
+    assert_frame_equal(built.edges, parsed.edges)
+    assert built.entrypoints == parsed.entrypoints
+
+
+@pytest.mark.parametrize(
+    ("nodes", "edges", "entrypoints", "reason"),
+    [
+        (["a", "a"], [], ["a"], "callgraph_duplicate_node"),
+        (["a"], [("a", "ghost")], ["a"], "callgraph_unknown_edge_node"),
+        (["a"], [], [], "callgraph_missing_entrypoints"),
+        (["a"], [], ["ghost"], "callgraph_unknown_entrypoint"),
+    ],
+)
+def test_build_rejects_what_parse_rejects(
+    nodes: list[str], edges: list[tuple[str, str]], entrypoints: list[str], reason: str
+) -> None:
+    frame = pl.DataFrame(
+        [(s, t, "call") for s, t in edges],
+        schema={"source_id": pl.String, "target_id": pl.String, "kind": pl.String},
+        orient="row",
+    )
+    with pytest.raises(CallgraphError) as caught:
+        build_callgraph("cg", "java", pl.Series(nodes, dtype=pl.String), frame, entrypoints)
+    assert caught.value.reason_code == reason
+
+
+def test_edge_ids_name_the_endpoints() -> None:
+    cg = _parse(_doc())
+
+    expected = pl.DataFrame(
+        {"source_id": ["a", "b"], "target_id": ["b", "c"], "kind": ["call", "call"]}
+    )
+    assert_frame_equal(cg.edge_ids(), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 9), st.integers(0, 9), st.sampled_from([None, "call", "a", "virtual"])
+        ),
+        max_size=60,
+    ),
+    st.booleans(),
+)
+def test_distinct_sorted_matches_a_plain_sort(
+    rows: list[tuple[int, int, str | None]], packed: bool
+) -> None:
+    from transforms import callgraph
+
+    edges = pl.DataFrame(rows, schema=EDGE_SCHEMA, orient="row")
+    expected = edges.unique().sort(EDGE_SCHEMA.names(), nulls_last=False)
+    key_bits = callgraph._KEY_BITS if packed else 4  # 4 bits: too few, the plain path runs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(callgraph, "_KEY_BITS", key_bits)
+        result = callgraph._distinct_sorted(edges, node_count=10)
+    assert_frame_equal(result, expected)

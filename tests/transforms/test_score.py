@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from transforms.callgraph import parse_callgraph
@@ -223,3 +225,37 @@ def test_parsed_graph_scores_end_to_end() -> None:
         ("main", "X", "entrypoint", 0.75, 1.0, 0.75, 0),
     )
     assert_frame_equal(result, expected)
+
+
+_IDS = st.sampled_from([f"s{i}" for i in range(12)])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.dictionaries(_IDS, st.tuples(st.booleans(), st.booleans(), st.integers(1, 9))),
+    st.dictionaries(_IDS, st.integers(0, 50)),
+    st.booleans(),
+)
+def test_combined_rows_equal_a_full_join(
+    graph: dict[str, tuple[bool, bool, int]], hits: dict[str, int], shuffled: bool
+) -> None:
+    """The merge of the two sorted sides gives the rows a full outer join would."""
+    from transforms.score import _combined
+
+    static = pl.DataFrame(
+        [
+            (k, reach, entry, length if reach else None)
+            for k, (reach, entry, length) in graph.items()
+        ],
+        schema=STATIC_REACHABILITY_SCHEMA,
+        orient="row",
+    )
+    runtime = pl.DataFrame(
+        {"symbol_id": list(hits), "runtime_hit_count": list(hits.values())},
+        schema={"symbol_id": pl.String, "runtime_hit_count": pl.Int64},
+    )
+    if not shuffled:
+        static, runtime = static.sort("symbol_id"), runtime.sort("symbol_id")
+
+    expected = static.join(runtime, on="symbol_id", how="full", coalesce=True).sort("symbol_id")
+    assert_frame_equal(_combined(static, runtime), expected)
