@@ -46,6 +46,8 @@ class BenchConfig:
     repeats: int = 3
     growth_batches: int = 200
     growth_events: int = 20_000
+    growth_subjects: int = 40  # the second growth figure: batches round-robin over subjects
+    growth_compact_every: int = 50
     rss_batches: int = 50
     rss_events: int = 20_000
     lattice: tuple[tuple[int, int, int], ...] = ((1_000_000, 5_000_000, 200_000),
@@ -57,7 +59,8 @@ class BenchConfig:
         """Tiny sizes that exercise every code path in seconds."""
         return cls(
             events=20_000, symbols=2_000, code_ids=50, repeats=1, growth_batches=4,
-            growth_events=500, rss_batches=3, rss_events=500,
+            growth_events=500, growth_subjects=2, growth_compact_every=2, rss_batches=3,
+            rss_events=500,
             lattice=((2_000, 8_000, 500), (4_000, 16_000, 1_000)), lattice_repeats=1,
         )  # fmt: skip
 
@@ -180,6 +183,9 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> BenchResult:
             log(f"  round {i + 1}: baseline {result.baseline_seconds[-1]:.2f}s, "
                 f"product {result.product_seconds[-1]:.2f}s")  # fmt: skip
         result.figures["growth"] = _growth(cfg, scratch)
+        result.figures["growth_subjects"] = _growth(
+            cfg, scratch, subjects=cfg.growth_subjects, compact_every=cfg.growth_compact_every
+        )
         result.figures["rss"] = _rss(cfg, scratch)
     result.figures["lattice"] = _lattice(cfg)
     base = statistics.median(result.baseline_seconds)
@@ -197,29 +203,41 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> BenchResult:
     return result
 
 
-def _growth(cfg: BenchConfig, scratch: Path) -> dict[str, float]:
-    """Time of ingesting batch #1 and batch #N into a home that grows one batch at a time."""
+def _growth(
+    cfg: BenchConfig, scratch: Path, *, subjects: int = 1, compact_every: int = 0
+) -> dict[str, float]:
+    """Time of ingesting batch #1 and batch #N into a home that grows one batch at a time.
+
+    With ``subjects`` > 1 the batches go round-robin to that many subjects; with
+    ``compact_every`` the home is compacted (untimed) after every that many batches, as the
+    daily task would.
+    """
     from runtime_facts.config import Settings
     from runtime_facts.home import Home
+    from runtime_facts.jobs.compact import compact
     from runtime_facts.jobs.ingest import ingest
     from runtime_facts.jobs.publish import write_metrics
     from runtime_facts.subject import SubjectContext
 
     files = _dataset(cfg, events=cfg.growth_batches * cfg.growth_events,
                      per_chunk=cfg.growth_events, seed=2)  # fmt: skip
-    home = Home(Settings.load(str(scratch / "growth")))
-    ctx = SubjectContext("bench", "cg-bench", image_digest="sha256:" + "90" * 32)
+    home = Home(Settings.load(str(scratch / f"growth-{subjects}")))
     times = []
-    for f in files:
+    for i, f in enumerate(files):
+        digest = "90" * 32 if subjects == 1 else f"{i % subjects:064x}"
+        ctx = SubjectContext("bench", "cg-bench", image_digest="sha256:" + digest)
         sha = home.cas.put("runtime", f.read_bytes(), ctx).sha256
         start = time.perf_counter()
         ingest(home, [sha])
         write_metrics(home)  # as `runtime-facts ingest` does after every run
         times.append(time.perf_counter() - start)
+        if compact_every and (i + 1) % compact_every == 0:
+            compact(home, vacuum=False)
     first = statistics.median(times[:3])
     last = statistics.median(times[-3:])
     return {
         "batches": len(files),
+        "subjects": subjects,
         "first_batches_s": round(first, 4),
         "last_batches_s": round(last, 4),
         "ratio_last_over_first": round(last / first, 3),

@@ -414,6 +414,7 @@ def bench_cmd(
         return
     f = result.figures
     growth, rss, lattice = f["growth"], f["rss"], f["lattice"]
+    spread = f["growth_subjects"]
     table = Table("figure", "value", title=f"{result.events:,} events in {result.batches} batches")
     for name, value in [
         ("baseline (DuckDB) median", f"{f['baseline_median_s']} s"),
@@ -424,6 +425,8 @@ def bench_cmd(
         ("peak RSS baseline / product",
          f"{result.baseline_rss_mib:.0f} / {result.product_rss_mib:.0f} MiB"),
         (f"batch #{growth['batches']} / batch #1", f"{growth['ratio_last_over_first']}x"),
+        (f"the same over {spread['subjects']} subjects, compacted",
+         f"{spread['ratio_last_over_first']}x"),
         ("peak RSS by batch count",
          ", ".join(f"{k.split('_')[3]} batches: {v} MiB" for k, v in rss.items())),
         ("lattice 1x / 2x graph", f"{lattice['small_s']} s / {lattice['large_s']} s "

@@ -72,6 +72,13 @@ TABLES: dict[str, dict[str, pl.DataType]] = {
 # Change data feed on the append-only batch table lets the fold read exactly what is new.
 _CONFIG = {"runtime_fact_batches": {"delta.enableChangeDataFeed": "true"}}
 
+# Tables rewritten one subject at a time (the fold, the recompute). Their files hold ranges of
+# subjects, sorted, of at most about this size (writes split at it, compaction clusters by
+# subject_key to it), so rewriting a subject rewrites its rows plus at most the neighbours
+# sharing its first and last file: a bounded cost, whatever the number of subjects.
+SUBJECT_TABLES = ("runtime_facts", "reachability_states")
+SUBJECT_FILE_BYTES = 2 << 20
+
 
 def sql_literal(value: str) -> str:
     """A single-quoted SQL string literal for Delta predicates."""
@@ -145,6 +152,7 @@ class Lake:
             frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()]),
             mode="overwrite",
             predicate=predicate,
+            target_file_size=SUBJECT_FILE_BYTES if name in SUBJECT_TABLES else None,
             commit_properties=_commit(txn),
         )
         return table.version()

@@ -15,6 +15,7 @@ def test_quick_bench_produces_every_figure() -> None:
     assert len(result.product_seconds) == len(result.baseline_seconds) == 1
     assert figures["ratio_product_over_baseline"] > 0
     assert figures["growth"]["batches"] == 4
+    assert figures["growth_subjects"]["subjects"] == 2
     assert set(figures["rss"]) == {
         "peak_rss_mib_1_batches",
         "peak_rss_mib_3_batches",
