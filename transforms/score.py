@@ -130,9 +130,12 @@ def _combined(static: pl.DataFrame | None, runtime: pl.DataFrame) -> pl.DataFram
     # runtime row the hit count, the other side null: coalescing with the next row fills
     # the first of the pair, and the second is dropped.
     values = [name for name in merged.columns if name != "symbol_id"]
-    pair_with_next = (symbol == symbol.shift(-1)).fill_null(value=False)
-    second_of_pair = (symbol == symbol.shift(1)).fill_null(value=False)
-    # Eager on purpose: the filter must see the rows the shifts saw (no predicate pushdown).
+    ids = merged.get_column("symbol_id")
+    # one pass of string comparisons: row i equals row i + 1
+    equal_next = ids.slice(0, max(ids.len() - 1, 0)) == ids.slice(1)
+    no = pl.Series([False])
+    pair_with_next = pl.concat([equal_next, no])
+    second_of_pair = pl.concat([no, equal_next])
     collapsed = merged.with_columns(
         pl.when(pair_with_next)
         .then(pl.coalesce(pl.col(name), pl.col(name).shift(-1)))
