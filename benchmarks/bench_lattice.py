@@ -49,11 +49,6 @@ def make_graph_columns(
     return symbol, edge_frame, symbol.gather(entries).to_list()
 
 
-def make_callgraph(rng: np.random.Generator, nodes: int, edges: int) -> Callgraph:
-    """The callgraph of :func:`make_graph_columns`, validated and numbered."""
-    return build_callgraph("bench", "java", *make_graph_columns(rng, nodes, edges))
-
-
 def make_runtime(rng: np.random.Generator, cg: Callgraph, observed: int) -> pl.DataFrame:
     """``observed`` symbols with hits: 90% graph nodes, 10% symbols the graph lacks."""
     outside = observed // _OUTSIDE_SHARE

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 from deltalake import DeltaTable
 
 from runtime_facts.home import Home
 from runtime_facts.stores import lake as lake_tables
-from runtime_facts.stores.lake import SUBJECT_TABLES, TABLES
+from runtime_facts.stores.lake import SUBJECT_TABLES, TABLES, file_actions
 
 MIN_VACUUM_HOURS = 168
 
@@ -41,8 +40,7 @@ def unclustered_tenants(table: DeltaTable) -> list[str]:
     """Tenants whose files' subject_key ranges overlap (a file written since the last
     clustering, or none yet): only those need re-clustering. Ranges may touch at one subject
     (a large subject split over files); a file without statistics counts as overlapping."""
-    actions = pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
-    assert isinstance(actions, pl.DataFrame)
+    actions = file_actions(table)
     if actions.is_empty():
         return []
     files = actions.select(

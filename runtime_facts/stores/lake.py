@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -78,6 +79,14 @@ _CONFIG = {"runtime_fact_batches": {"delta.enableChangeDataFeed": "true"}}
 # sharing its first and last file: a bounded cost, whatever the number of subjects.
 SUBJECT_TABLES = ("runtime_facts", "reachability_states")
 SUBJECT_FILE_BYTES = 2 << 20
+
+
+def file_actions(table: DeltaTable) -> pl.DataFrame:
+    """The table's live files, one row each: path, size, row count, partition values and
+    per-column min/max statistics (``min.<column>``, ``max.<column>``)."""
+    actions = pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
+    assert isinstance(actions, pl.DataFrame)
+    return actions
 
 
 def sql_literal(value: str) -> str:

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from datetime import datetime
 
 import polars as pl
-import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -39,9 +38,9 @@ def test_compaction_merges_files_and_keeps_rows_and_fold_position(
 
 
 def _files(home: Home, name: str) -> pl.DataFrame:
-    actions = pl.from_arrow(pa.table(home.lake.table(name).get_add_actions(flatten=True)))
-    assert isinstance(actions, pl.DataFrame)
-    return actions.select("path", "num_records", first="min.subject_key", last="max.subject_key")
+    return lake_tables.file_actions(home.lake.table(name)).select(
+        "path", "num_records", first="min.subject_key", last="max.subject_key"
+    )
 
 
 @pytest.mark.parametrize("name", lake_tables.SUBJECT_TABLES)
