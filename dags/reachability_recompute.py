@@ -121,8 +121,8 @@ def reachability_recompute() -> None:
     @task(outlets=[STATES], map_index_template="{{ target_label }}")
     def recompute(target: dict[str, Any]) -> dict[str, Any]:
         """Recompute the states of one callgraph (and subject)."""
-        from runtime_facts.jobs.ingest import utc_now
-        from runtime_facts.jobs.recompute import recompute as recompute_job
+        from runtime_facts.pipeline.ingest import utc_now
+        from runtime_facts.pipeline.score import recompute as recompute_job
 
         label = f"{target['tenant']}/{target['callgraph_id']}"
         if target.get("subject_key"):

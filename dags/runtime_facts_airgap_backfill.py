@@ -107,8 +107,8 @@ def runtime_facts_airgap_backfill() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from runtime_facts.errors import NotFoundError, RejectedError, UsageError
-        from runtime_facts.jobs import offline
-        from runtime_facts.jobs.publish import to_jsonable
+        from runtime_facts.ops import offline
+        from runtime_facts.pipeline.publish import to_jsonable
 
         p = params or {}
         try:
@@ -135,8 +135,8 @@ def runtime_facts_airgap_backfill() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from runtime_facts.errors import NotFoundError, RejectedError, UsageError
-        from runtime_facts.jobs import offline
-        from runtime_facts.jobs.batch import plan_chunks
+        from runtime_facts.ops import offline
+        from runtime_facts.pipeline.batch import plan_chunks
 
         p = params or {}
         try:
@@ -154,7 +154,7 @@ def runtime_facts_airgap_backfill() -> None:
     )
     def ingest_batch(shas: list[str], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Ingest one chunk of the kit's batches (usually one)."""
-        from runtime_facts.jobs.batch import ingest_chunk
+        from runtime_facts.pipeline.batch import ingest_chunk
 
         label = shas[0][:12] if len(shas) == 1 else f"{shas[0][:12]} +{len(shas) - 1}"
         get_current_context()["batch_label"] = label  # type: ignore[typeddict-unknown-key]
@@ -172,8 +172,8 @@ def runtime_facts_airgap_backfill() -> None:
     @task(outlets=[FACTS], trigger_rule="none_failed")
     def fold() -> dict[str, Any]:
         """Fold the committed batch rows into runtime_facts."""
-        from runtime_facts.jobs.commit import fold_pending
-        from runtime_facts.jobs.ingest import utc_now
+        from runtime_facts.pipeline.commit import fold_pending
+        from runtime_facts.pipeline.ingest import utc_now
 
         result = fold_pending(_home(), utc_now())
         return {
@@ -186,8 +186,8 @@ def runtime_facts_airgap_backfill() -> None:
     @task(outlets=[STATES])
     def recompute(folded: dict[str, Any]) -> dict[str, Any]:
         """Recompute reachability states of the subjects the fold touched."""
-        from runtime_facts.jobs.ingest import utc_now
-        from runtime_facts.jobs.recompute import recompute_subjects
+        from runtime_facts.pipeline.ingest import utc_now
+        from runtime_facts.pipeline.score import recompute_subjects
 
         subjects = [(t, c, s) for t, c, s in folded["subjects"]]
         result = recompute_subjects(_home(), subjects, utc_now())
@@ -207,7 +207,7 @@ def runtime_facts_airgap_backfill() -> None:
         run_id: str | None = None,
     ) -> dict[str, Any]:
         """Export this run's receipts, refresh the metrics, return the run summary."""
-        from runtime_facts.jobs import publish
+        from runtime_facts.pipeline import publish
 
         home = _home()
         chunks = outcomes or []

@@ -96,8 +96,8 @@ def runtime_facts_ingest() -> None:
         """Pending batches, in chunks that fit Airflow's max_map_length."""
         from airflow.sdk import conf
 
-        from runtime_facts.jobs.batch import plan_chunks
-        from runtime_facts.jobs.ingest import discover_pending
+        from runtime_facts.pipeline.batch import plan_chunks
+        from runtime_facts.pipeline.ingest import discover_pending
 
         tenant = (params or {}).get("tenant")
         pending = discover_pending(_home(), tenant)
@@ -110,7 +110,7 @@ def runtime_facts_ingest() -> None:
     )
     def ingest_batch(shas: list[str], params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Ingest one chunk of batches (usually one); rejections are outcomes, not failures."""
-        from runtime_facts.jobs.batch import ingest_chunk
+        from runtime_facts.pipeline.batch import ingest_chunk
 
         label = shas[0][:12] if len(shas) == 1 else f"{shas[0][:12]} +{len(shas) - 1}"
         get_current_context()["batch_label"] = label  # type: ignore[typeddict-unknown-key]
@@ -127,8 +127,8 @@ def runtime_facts_ingest() -> None:
     @task(outlets=[FACTS], trigger_rule="none_failed")
     def fold() -> dict[str, Any]:
         """Fold committed batch rows into runtime_facts (also after a run with nothing new)."""
-        from runtime_facts.jobs.commit import fold_pending
-        from runtime_facts.jobs.ingest import utc_now
+        from runtime_facts.pipeline.commit import fold_pending
+        from runtime_facts.pipeline.ingest import utc_now
 
         result = fold_pending(_home(), utc_now())
         return {
@@ -141,8 +141,8 @@ def runtime_facts_ingest() -> None:
     @task(outlets=[STATES])
     def recompute(folded: dict[str, Any]) -> dict[str, Any]:
         """Recompute states of the subjects the fold touched (and any a crash left unscored)."""
-        from runtime_facts.jobs.ingest import utc_now
-        from runtime_facts.jobs.recompute import recompute_touched
+        from runtime_facts.pipeline.ingest import utc_now
+        from runtime_facts.pipeline.score import recompute_touched
 
         subjects = [(t, c, s) for t, c, s in folded["subjects"]]
         result = recompute_touched(_home(), subjects, utc_now())
@@ -158,7 +158,7 @@ def runtime_facts_ingest() -> None:
         outcomes: list[list[dict[str, Any]]], folded: dict[str, Any], recomputed: dict[str, Any]
     ) -> dict[str, Any]:
         """Write the metrics textfile and return the run summary."""
-        from runtime_facts.jobs.publish import publish_run
+        from runtime_facts.pipeline.publish import publish_run
 
         # Index the lazy XCom sequence: iterating it probes one past the end and logs an error.
         chunks = outcomes or []

@@ -70,8 +70,8 @@ def runtime_facts_retention() -> None:
 
         from runtime_facts.config import Settings
         from runtime_facts.home import Home
-        from runtime_facts.jobs import retention
-        from runtime_facts.jobs.ingest import utc_now
+        from runtime_facts.ops import retention
+        from runtime_facts.pipeline.ingest import utc_now
 
         p = params or {}
         now = utc_now()
@@ -93,7 +93,7 @@ def runtime_facts_retention() -> None:
         """Merge small files and checkpoint every table; the per-table report is the XCom."""
         from runtime_facts.config import Settings
         from runtime_facts.home import Home
-        from runtime_facts.jobs.compact import compact
+        from runtime_facts.ops.compact import compact
 
         return compact(Home(Settings.load())).tables
 

@@ -215,9 +215,9 @@ def _growth(
     """
     from runtime_facts.config import Settings
     from runtime_facts.home import Home
-    from runtime_facts.jobs.compact import compact
-    from runtime_facts.jobs.ingest import ingest
-    from runtime_facts.jobs.publish import write_metrics
+    from runtime_facts.ops.compact import compact
+    from runtime_facts.pipeline.ingest import ingest
+    from runtime_facts.pipeline.publish import write_metrics
     from runtime_facts.subject import SubjectContext
 
     files = _dataset(cfg, events=cfg.growth_batches * cfg.growth_events,

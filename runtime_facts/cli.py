@@ -102,7 +102,7 @@ def cas_put(
 
     Example: runtime-facts cas put batch.ndjson.gz --tenant acme --callgraph-id cg-1 --scan-id s-42
     """
-    from runtime_facts.jobs.stage import stage_batch
+    from runtime_facts.pipeline.stage import stage_batch
     from runtime_facts.subject import SubjectContext
 
     try:
@@ -132,7 +132,7 @@ def cas_verify(
 
     Example: runtime-facts cas verify --all
     """
-    from runtime_facts.jobs.stage import verify_cas
+    from runtime_facts.pipeline.stage import verify_cas
 
     h = _home(home)
     shas = None if all_objects or not digests else digests
@@ -164,9 +164,9 @@ def cas_put_graph(
 
     Example: runtime-facts cas put-graph graph.json.gz --tenant acme
     """
-    from runtime_facts.jobs.graphs import stage_graph
-    from runtime_facts.jobs.ingest import utc_now
-    from runtime_facts.jobs.recompute import recompute as recompute_job
+    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.score import recompute as recompute_job
+    from runtime_facts.stores.graphs import stage_graph
 
     h = _home(home)
     try:
@@ -202,8 +202,8 @@ def recompute_cmd(
 
     Example: runtime-facts recompute --tenant acme --callgraph-id cg-1 --subject scan:s-42
     """
-    from runtime_facts.jobs.ingest import utc_now
-    from runtime_facts.jobs.recompute import recompute
+    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.score import recompute
 
     try:
         result = recompute(_home(home), tenant, callgraph_id, subject, utc_now())
@@ -263,7 +263,7 @@ def ingest_cmd(
 
     Example: runtime-facts ingest --tenant acme    ·    runtime-facts ingest --from ./kit
     """
-    from runtime_facts.jobs.ingest import BatchOutcome, discover_pending, ingest
+    from runtime_facts.pipeline.ingest import BatchOutcome, discover_pending, ingest
 
     h = _home(home)
     quiet = json_out or STATE.json
@@ -290,7 +290,7 @@ def ingest_cmd(
                     )
 
             if from_kit is not None:
-                from runtime_facts.jobs.offline import ingest_kit
+                from runtime_facts.ops.offline import ingest_kit
 
                 summary = ingest_kit(
                     h,
@@ -309,7 +309,7 @@ def ingest_cmd(
                     sealed=sealed or None,
                     on_batch=tick,
                 )
-        from runtime_facts.jobs.publish import write_metrics
+        from runtime_facts.pipeline.publish import write_metrics
 
         write_metrics(h)  # the Prometheus textfile, recomputed from the receipts (as the DAG does)
     except RuntimeFactsError as exc:
@@ -338,7 +338,7 @@ def facts_list(
 
     Example: runtime-facts facts list --tenant acme --subject scan:s-42
     """
-    from runtime_facts.jobs.facts import list_facts
+    from runtime_facts.ops.facts import list_facts
 
     try:
         facts = list_facts(_home(home), tenant, subject)
@@ -368,7 +368,7 @@ def compact_cmd(
 
     Example: runtime-facts compact
     """
-    from runtime_facts.jobs.compact import compact
+    from runtime_facts.ops.compact import compact
 
     try:
         report = compact(_home(home), vacuum=not no_vacuum)

@@ -116,8 +116,8 @@ def offline_export(
 
     Example: runtime-facts offline export --tenant acme --scan-id s-42 --out kit-s-42 --key k.key
     """
-    from runtime_facts.jobs.ingest import utc_now
-    from runtime_facts.jobs.offline import export_kit
+    from runtime_facts.ops.offline import export_kit
+    from runtime_facts.pipeline.ingest import utc_now
     from runtime_facts.stores.offline_kit import MANIFEST, SIGNATURE, parse_manifest
 
     try:
@@ -161,7 +161,7 @@ def offline_verify(
 
     Example: runtime-facts offline verify /media/usb/kit-s-42 --tenant acme --sealed
     """
-    from runtime_facts.jobs.offline import verify_kit
+    from runtime_facts.ops.offline import verify_kit
 
     try:
         with _spinner(f"verifying {kit}", json_out):
@@ -194,7 +194,7 @@ def offline_load(
 
     Example: runtime-facts offline load /media/usb/kit-s-42 --tenant acme
     """
-    from runtime_facts.jobs.offline import load_kit
+    from runtime_facts.ops.offline import load_kit
     from runtime_facts.stores.cas import cas_uri
 
     try:
@@ -223,7 +223,7 @@ def offline_keygen(
 
     Example: runtime-facts offline keygen --out ~/.runtime-facts/keys
     """
-    from runtime_facts.jobs.offline import keygen
+    from runtime_facts.ops.offline import keygen
 
     try:
         pair = keygen(out_dir, force=force)
@@ -253,7 +253,7 @@ def offline_sign(
 
     Example: runtime-facts offline sign kit-s-42 --key ~/.runtime-facts/keys/offline-kit.key
     """
-    from runtime_facts.jobs.offline import sign_kit
+    from runtime_facts.ops.offline import sign_kit
 
     try:
         sig, public = sign_kit(kit, key)
@@ -285,7 +285,7 @@ def receipts_verify(
 
     Example: runtime-facts receipts verify ./synced/signals-runtime-ingest.log
     """
-    from runtime_facts.jobs.receipts_verify import verify_receipts
+    from runtime_facts.ops.receipts_verify import verify_receipts
 
     try:
         report = verify_receipts(_home(home), log)
@@ -337,7 +337,7 @@ def replay_record(
     Example: runtime-facts replay record --tenant acme --callgraph-id cg-1 --subject scan:s-42
     --out manifest.json --hold
     """
-    from runtime_facts.jobs.replay import hold_manifest, record_manifest
+    from runtime_facts.ops.replay import hold_manifest, record_manifest
 
     try:
         h = _home(home)
@@ -377,7 +377,7 @@ def replay_run(
 
     Example: runtime-facts replay manifest.json --section reachability
     """
-    from runtime_facts.jobs.replay import replay
+    from runtime_facts.ops.replay import replay
 
     try:
         with _spinner(f"replaying {manifest}", json_out):

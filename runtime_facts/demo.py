@@ -52,7 +52,7 @@ def run_ingest(home: Home) -> dict[str, object]:
     try:
         from runtime_facts.demo_airflow import run_ingest_dag
     except ImportError:
-        from runtime_facts.jobs.ingest import ingest
+        from runtime_facts.pipeline.ingest import ingest
 
         summary = ingest(home)
         return {"runner": "job", **summary.to_dict()}

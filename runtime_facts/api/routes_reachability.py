@@ -66,7 +66,7 @@ async def get_facts(
     ] = None,
 ) -> Response:
     """Read `runtime_facts` for (tenant, subject key), sorted by key."""
-    from runtime_facts.jobs.facts import list_facts
+    from runtime_facts.ops.facts import list_facts
 
     state = api_state(request)
     principal = authorize(request, credentials, SCOPE_READ)
@@ -137,8 +137,8 @@ async def _trigger_dag(state: ApiState, req: RecomputeRequest) -> dict[str, Any]
 )
 async def post_recompute(request: Request, credentials: Credentials) -> Response:
     """Triggers `reachability_recompute` in Airflow, or runs the job here."""
-    from runtime_facts.jobs.ingest import utc_now
-    from runtime_facts.jobs.recompute import recompute
+    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.score import recompute
 
     state = api_state(request)
     principal = authorize(request, credentials, SCOPE_RECOMPUTE)

@@ -9,7 +9,7 @@ Layout::
 
 This module knows the format: parsing and writing manifests, walking a kit tree without
 following links, hashing files, and Ed25519 keys and signatures. The verification and
-loading workflow lives in `runtime_facts.jobs.offline`.
+loading workflow lives in `runtime_facts.ops.offline`.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ SITE = SubjectContext("acme", "cg-kit", scan_id="scan-7")
 @pytest.fixture
 def kit(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A kit of one scan exported from another site's home: two good batches and a bad one."""
-    from runtime_facts.jobs.offline import export_kit
+    from runtime_facts.ops.offline import export_kit
 
     site = Home(Settings.load(str(tmp_path / "site")))
     lines = {

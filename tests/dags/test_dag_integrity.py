@@ -13,7 +13,15 @@ import pytest
 
 from tests.dags.conftest import DAG_IDS, DAGS
 
-HEAVY = ("polars", "duckdb", "deltalake", "pyarrow", "runtime_facts.jobs", "runtime_facts.config")
+HEAVY = (
+    "polars",
+    "duckdb",
+    "deltalake",
+    "pyarrow",
+    "runtime_facts.pipeline",
+    "runtime_facts.ops",
+    "runtime_facts.config",
+)
 PROBE = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag

@@ -98,13 +98,13 @@ def test_overlapping_ingests_count_each_batch_once(
     shas = [sha for sha, _ in staged]
     # Both sides attempt every batch at the same time: the DAG (its discovery pinned to the
     # staged list, as if it had run just before) and the CLI's job in another process.
-    monkeypatch.setattr("runtime_facts.jobs.ingest.discover_pending", lambda *a, **k: shas)
+    monkeypatch.setattr("runtime_facts.pipeline.ingest.discover_pending", lambda *a, **k: shas)
     script = textwrap.dedent(
         f"""
         import sys
         from runtime_facts.config import Settings
         from runtime_facts.home import Home
-        from runtime_facts.jobs.ingest import ingest
+        from runtime_facts.pipeline.ingest import ingest
         home = Home(Settings.load({str(home.root)!r}))
         print("ready", flush=True)
         sys.stdin.readline()
@@ -149,7 +149,7 @@ def test_a_cas_miss_fails_the_run_after_retries(
     (sha, _), *_ = stage_generated(ctx, events=1000)
     (home.root / "cas" / "reachability" / "runtime" / sha).unlink()
     # Discovery saw the batch; it vanished before the mapped task read it.
-    monkeypatch.setattr("runtime_facts.jobs.ingest.discover_pending", lambda *a, **k: [sha])
+    monkeypatch.setattr("runtime_facts.pipeline.ingest.discover_pending", lambda *a, **k: [sha])
 
     def retry_at_once(dag: Any) -> None:
         ingest = dag.task_dict["ingest_batch"]

@@ -10,8 +10,8 @@ import orjson
 import polars as pl
 
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import stage_graph
-from runtime_facts.jobs.ingest import ingest, utc_now
+from runtime_facts.pipeline.ingest import ingest, utc_now
+from runtime_facts.stores.graphs import stage_graph
 from runtime_facts.subject import SubjectContext
 from tests.dags.conftest import xcom
 

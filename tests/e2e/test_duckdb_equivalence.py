@@ -14,7 +14,7 @@ from polars.testing import assert_frame_equal
 
 from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.subject import SubjectContext
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)

@@ -31,8 +31,8 @@ from polars.testing import assert_frame_equal
 
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.receipts_verify import verify_receipts
+from runtime_facts.ops.receipts_verify import verify_receipts
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.stores.cas import CasStore
 from runtime_facts.stores.objects import LocalObjectStore
 from runtime_facts.subject import SubjectContext
@@ -53,7 +53,7 @@ CHILD = """
 import os, signal, sys, time
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.stores.lake import Lake
 from runtime_facts.stores.objects import LocalObjectStore
 from runtime_facts.stores.outbox import Outbox

@@ -26,7 +26,7 @@ INGEST_CHILD = """
 import sys, orjson
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.pipeline.ingest import ingest
 summary = ingest(Home(Settings.load(sys.argv[1])))
 rows = [{"sha": o.batch_sha256, "status": o.status, "reason_codes": o.reason_codes}
         for o in summary.outcomes]

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from runtime_facts.cli import app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.subject import SubjectContext
 from tests.reliability.conftest import (
     GOOD_BATCH,
@@ -217,7 +217,7 @@ NESTING_CHILD = """
 import gzip, sys, orjson
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.subject import SubjectContext
 from tests.reliability.conftest import GOOD_BATCH
 home = Home(Settings.load(sys.argv[1]))

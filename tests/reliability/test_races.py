@@ -19,8 +19,8 @@ import pytest
 
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.receipts_verify import verify_receipts
+from runtime_facts.ops.receipts_verify import verify_receipts
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.subject import SubjectContext
 from tests.reliability.conftest import PYTHON, REPO, chain_break, receipts, snapshot
 
@@ -30,8 +30,8 @@ CHILD = """
 import sys, orjson
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.batch import ingest_one
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.pipeline.batch import ingest_one
+from runtime_facts.pipeline.ingest import ingest
 sys.stdout.write("ready\\n"); sys.stdout.flush()
 job = orjson.loads(sys.stdin.readline())
 home = Home(Settings.load(job["home"]))

@@ -21,12 +21,12 @@ from typer.testing import CliRunner
 
 from runtime_facts.cli import app
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import current_graph_sha, stage_graph
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.receipts_verify import verify_receipts
-from runtime_facts.jobs.replay import hold_manifest, record_manifest, replay
-from runtime_facts.jobs.retention import apply_retention, retention_log
+from runtime_facts.ops.receipts_verify import verify_receipts
+from runtime_facts.ops.replay import hold_manifest, record_manifest, replay
+from runtime_facts.ops.retention import apply_retention, retention_log
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.stores.cas import cas_uri
+from runtime_facts.stores.graphs import current_graph_sha, stage_graph
 from runtime_facts.stores.receipts import verify_chain
 from runtime_facts.subject import SubjectContext
 from transforms.schema import FACT_KEY

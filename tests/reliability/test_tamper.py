@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from runtime_facts.cli import app
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import stage_graph
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.receipts_verify import verify_receipts
+from runtime_facts.ops.receipts_verify import verify_receipts
+from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.stores.graphs import stage_graph
 from runtime_facts.stores.receipts import ReceiptLog, seal_receipt, verify_chain
 from runtime_facts.subject import SubjectContext
 from tests.reliability.conftest import GOOD_BATCH, GOOD_FACTS, facts_summary, receipts_of

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from runtime_facts.cli import app
 from runtime_facts.errors import NotFoundError, UsageError
 from runtime_facts.home import Home
-from runtime_facts.jobs.batch import ingest_one
-from runtime_facts.jobs.facts import list_facts
-from runtime_facts.jobs.ingest import discover_pending, ingest
-from runtime_facts.jobs.recompute import recompute
+from runtime_facts.ops.facts import list_facts
+from runtime_facts.pipeline.batch import ingest_one
+from runtime_facts.pipeline.ingest import discover_pending, ingest
+from runtime_facts.pipeline.score import recompute
 from runtime_facts.query import run_query
 from runtime_facts.subject import SubjectContext
 from tests.conftest import FIXED_NOW

@@ -20,7 +20,7 @@ import orjson
 import polars as pl
 import pytest
 
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.pipeline.ingest import ingest
 from tests.runtime_facts.api_harness import auth, live_api, make_home
 
 POSTS = 2000

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from runtime_facts.api import create_app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.pipeline.ingest import ingest
 from tests.runtime_facts.api_harness import TOKENS, live_api, make_home
 
 SPEC = create_app(Home(Settings.load("unused-home"))).openapi()

@@ -10,8 +10,8 @@ import pytest
 
 from runtime_facts.errors import NotFoundError
 from runtime_facts.home import Home
-from runtime_facts.jobs.batch import OUTCOME_FIELDS, ingest_chunk, ingest_one, plan_chunks
-from runtime_facts.jobs.commit import fold_pending
+from runtime_facts.pipeline.batch import OUTCOME_FIELDS, ingest_chunk, ingest_one, plan_chunks
+from runtime_facts.pipeline.commit import fold_pending
 from runtime_facts.subject import SubjectContext
 
 Stage = Callable[..., str]

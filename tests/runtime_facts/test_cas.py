@@ -8,7 +8,7 @@ import pytest
 
 from runtime_facts.errors import NotFoundError, RejectedError
 from runtime_facts.home import Home
-from runtime_facts.jobs.stage import verify_cas
+from runtime_facts.pipeline.stage import verify_cas
 from runtime_facts.subject import SubjectContext
 
 

@@ -10,8 +10,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from runtime_facts.home import Home
-from runtime_facts.jobs.compact import compact
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.ops.compact import compact
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.stores import lake as lake_tables
 from runtime_facts.subject import SubjectContext
 
@@ -79,7 +79,7 @@ def test_after_compaction_a_subject_rewrite_leaves_other_subjects_files_alone(
 def test_overlapping_subject_ranges_are_clustered_once(
     home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from runtime_facts.jobs.compact import unclustered_tenants
+    from runtime_facts.ops.compact import unclustered_tenants
 
     monkeypatch.setattr(lake_tables, "SUBJECT_FILE_BYTES", 4096)
     home.ensure_lake()

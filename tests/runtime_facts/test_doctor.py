@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from runtime_facts.cli import app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.doctor import redact, run_doctor
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.ops.doctor import redact, run_doctor
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.subject import SubjectContext
 from tests.runtime_facts.analyst_fixtures import FixtureHome, shared_fixture_home
 
@@ -141,7 +141,7 @@ def test_unwritable_home_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     def refuse(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("runtime_facts.jobs.doctor.tempfile.mkstemp", refuse)
+    monkeypatch.setattr("runtime_facts.ops.doctor.tempfile.mkstemp", refuse)
     report = run_doctor(home, now=NOW)
     assert not report.ok
     assert report.checks[0].summary.endswith("is not writable: Permission denied")
@@ -153,7 +153,7 @@ def test_redact_hides_secret_looking_settings() -> None:
 
 
 def test_metrics_file_is_checked_against_the_receipts(tmp_path: Path) -> None:
-    from runtime_facts.jobs.publish import write_metrics
+    from runtime_facts.pipeline.publish import write_metrics
 
     home = _home(tmp_path / "h", batches=1)
     assert run_doctor(home, now=NOW).checks[4].status == "warn"  # not written yet

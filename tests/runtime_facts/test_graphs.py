@@ -11,7 +11,7 @@ from polars.testing import assert_frame_equal
 
 from runtime_facts.errors import NotFoundError
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import (
+from runtime_facts.stores.graphs import (
     compiled_graph_dir,
     load_graph,
     read_compiled_graph,

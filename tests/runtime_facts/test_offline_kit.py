@@ -23,8 +23,8 @@ from runtime_facts.config import OfflineSettings, Settings
 from runtime_facts.errors import RuntimeFactsError
 from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.offline import export_kit, ingest_kit, load_kit, verify_kit
+from runtime_facts.ops.offline import export_kit, ingest_kit, load_kit, verify_kit
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.stores.offline_kit import (
     MANIFEST,
     SIGNATURE,

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from runtime_facts.cli import app
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.receipts_verify import verify_receipts
+from runtime_facts.ops.receipts_verify import verify_receipts
+from runtime_facts.pipeline.ingest import ingest
 
 Stage = Callable[..., str]
 Clock = Callable[[], datetime]

@@ -13,9 +13,9 @@ import polars as pl
 from deltalake import DeltaTable
 
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import stage_graph
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.recompute import recompute
+from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.score import recompute
+from runtime_facts.stores.graphs import stage_graph
 from runtime_facts.stores.outbox import Outbox
 from runtime_facts.subject import SubjectContext
 

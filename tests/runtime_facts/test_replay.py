@@ -16,10 +16,10 @@ from runtime_facts.cli import app
 from runtime_facts.errors import RuntimeFactsError
 from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import stage_graph
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.replay import record_manifest, replay
+from runtime_facts.ops.replay import record_manifest, replay
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.stores.cas import parse_cas_uri
+from runtime_facts.stores.graphs import stage_graph
 from runtime_facts.stores.outbox import Outbox
 from runtime_facts.subject import SubjectContext
 

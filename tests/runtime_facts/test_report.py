@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from runtime_facts.cli import app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.report import CHARTS, build_report, write_report
 from runtime_facts.subject import SubjectContext
 from runtime_facts.svg import nice_ticks

@@ -13,10 +13,10 @@ import pytest
 
 from runtime_facts.errors import RejectedError
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import compiled_graph_dir, current_graph_sha, stage_graph
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.retention import RETENTION_LOG, apply_retention
+from runtime_facts.ops.retention import RETENTION_LOG, apply_retention
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.stores.cas import cas_uri
+from runtime_facts.stores.graphs import compiled_graph_dir, current_graph_sha, stage_graph
 from runtime_facts.stores.receipts import verify_chain
 from runtime_facts.subject import SubjectContext
 

@@ -17,8 +17,8 @@ from polars.testing import assert_frame_equal
 from runtime_facts.config import Settings
 from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home
-from runtime_facts.jobs.facts import list_facts
-from runtime_facts.jobs.ingest import ingest
+from runtime_facts.ops.facts import list_facts
+from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.stores.s3 import S3Lock, S3ObjectStore
 from runtime_facts.subject import SubjectContext
 from transforms.schema import FACT_KEY
@@ -103,7 +103,7 @@ def test_concurrent_processes_ingest_different_batches_over_s3(s3_home: Home) ->
         import sys
         from runtime_facts.config import Settings
         from runtime_facts.home import Home
-        from runtime_facts.jobs.ingest import ingest
+        from runtime_facts.pipeline.ingest import ingest
         ingest(Home(Settings.load(sys.argv[1])), sys.argv[2:])
         """
     )

@@ -10,7 +10,7 @@ import polars as pl
 
 from runtime_facts import __version__
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import current_graph_sha, load_graph
+from runtime_facts.stores.graphs import current_graph_sha, load_graph
 from runtime_facts.stores.lake import STATE_SCHEMA, sql_literal
 from runtime_facts.stores.outbox import EVENT_TYPE, event_id
 from runtime_facts.subject import validate_tenant
@@ -104,7 +104,7 @@ def recompute_touched(
     The fold records its subjects (`pending_recompute`) before it commits; they are cleared
     here only once re-scored, so a crash between fold and recompute loses no re-score.
     """
-    from runtime_facts.jobs.commit import clear_recompute, pending_recompute
+    from runtime_facts.pipeline.commit import clear_recompute, pending_recompute
 
     pending = pending_recompute(home)
     subjects = sorted(set(touched) | set(pending))

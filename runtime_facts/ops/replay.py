@@ -32,10 +32,10 @@ import polars as pl
 
 from runtime_facts.errors import NotFoundError, Reason, RejectedError, UsageError
 from runtime_facts.home import Home
-from runtime_facts.jobs.graphs import current_graph_sha, stage_graph
-from runtime_facts.jobs.ingest import ingest
-from runtime_facts.jobs.recompute import STATE_DIGEST_EXCLUDE, recompute
+from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.score import STATE_DIGEST_EXCLUDE, recompute
 from runtime_facts.stores.cas import Kind, cas_uri, parse_cas_uri
+from runtime_facts.stores.graphs import current_graph_sha, stage_graph
 from runtime_facts.subject import SubjectContext, validate_tenant
 from transforms.canonical import digest_rows
 from transforms.schema import SUBJECT

@@ -41,13 +41,13 @@ import polars as pl
 from runtime_facts import __version__
 from runtime_facts.errors import NotFoundError, RejectedError
 from runtime_facts.home import Home
-from runtime_facts.jobs.commit import FOLD_APP
-from runtime_facts.jobs.graphs import (
+from runtime_facts.pipeline.commit import FOLD_APP
+from runtime_facts.stores.cas import Kind, cas_uri
+from runtime_facts.stores.graphs import (
     current_graph_sha,
     forget_compiled_graph,
     forget_current_graph,
 )
-from runtime_facts.stores.cas import Kind, cas_uri
 from runtime_facts.stores.lake import TABLES
 from runtime_facts.stores.receipts import ObjectReceiptLog, ReceiptLog, canonical_json
 from transforms.schema import FACT_KEY

@@ -18,7 +18,7 @@ import orjson
 
 from runtime_facts.errors import NotFoundError, Reason
 from runtime_facts.home import Home
-from runtime_facts.jobs.commit import RECEIPTS_APP
+from runtime_facts.pipeline.commit import RECEIPTS_APP
 from runtime_facts.stores.receipts import verify_chain
 
 # Fields the log and `ingest_receipts` both hold verbatim.

@@ -26,7 +26,7 @@ from transforms.fold import SUMMARY_COLUMNS, fold_facts, fold_summary, summarize
 from transforms.schema import INT64_MAX, SUBJECT
 
 if TYPE_CHECKING:
-    from runtime_facts.jobs.ingest import Prepared
+    from runtime_facts.pipeline.ingest import Prepared
 
 FOLD_APP = "runtime-facts.fold"
 RECEIPTS_APP = "runtime-facts.receipts"

@@ -22,8 +22,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from runtime_facts.home import Home
-from runtime_facts.jobs.batch import count_cas_misses
-from runtime_facts.jobs.commit import sync_receipts
+from runtime_facts.pipeline.batch import count_cas_misses
+from runtime_facts.pipeline.commit import sync_receipts
 from runtime_facts.stores.objects import LocalObjectStore
 from runtime_facts.stores.receipts import canonical_json
 

@@ -22,7 +22,7 @@ import orjson
 
 from runtime_facts.errors import NotFoundError, Reason, RejectedError, UsageError
 from runtime_facts.home import Home
-from runtime_facts.jobs.ingest import BatchOutcome, Clock, IngestSummary, ingest, utc_now
+from runtime_facts.pipeline.ingest import BatchOutcome, Clock, IngestSummary, ingest, utc_now
 from runtime_facts.stores.cas import sha256_hex
 from runtime_facts.stores.offline_kit import (
     MANIFEST,

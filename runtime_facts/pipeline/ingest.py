@@ -30,7 +30,7 @@ from runtime_facts.errors import (
     UsageError,
 )
 from runtime_facts.home import Home
-from runtime_facts.jobs.commit import (
+from runtime_facts.pipeline.commit import (
     commit_batches,
     fold_pending,
     reconcile,
@@ -381,7 +381,7 @@ def ingest(
         summary.facts_version = result.facts_version
         summary.touched_subjects = result.subjects
         if recompute:
-            from runtime_facts.jobs.recompute import recompute_touched
+            from runtime_facts.pipeline.score import recompute_touched
 
             changed = recompute_touched(home, result.subjects, clock())
             summary.states_changed = len(changed.changed)

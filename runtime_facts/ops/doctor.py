@@ -22,7 +22,7 @@ from deltalake import DeltaTable
 
 from runtime_facts.errors import RuntimeFactsError
 from runtime_facts.home import RECEIPTS_LOG, Home
-from runtime_facts.jobs.publish import METRICS_KEY
+from runtime_facts.pipeline.publish import METRICS_KEY
 from runtime_facts.report_data import receipt_lines
 from runtime_facts.stores.cas import Kind, cas_uri
 from runtime_facts.stores.lake import TABLES
@@ -207,7 +207,7 @@ def check_metrics(home: Home, now: datetime, receipts: int | None = None) -> Che
             "metrics",
             "warn",
             f"no metrics file at {where}",
-            hint="the ingest DAGs write it after each run (jobs.publish.publish_run); scrape "
+            hint="the ingest DAGs write it after each run (pipeline.publish.publish_run); scrape "
             "it with node_exporter's textfile collector",
         )
     counted = sum(

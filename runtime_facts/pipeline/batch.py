@@ -20,8 +20,8 @@ import orjson
 
 from runtime_facts.errors import BatchRejected, NotFoundError, Reason
 from runtime_facts.home import Home
-from runtime_facts.jobs.commit import commit_batch
-from runtime_facts.jobs.ingest import Clock, prepare_batch, utc_now
+from runtime_facts.pipeline.commit import commit_batch
+from runtime_facts.pipeline.ingest import Clock, prepare_batch, utc_now
 from runtime_facts.stores.cas import cas_uri
 
 CAS_MISSES_LOG = ("metrics", "cas_misses.log")

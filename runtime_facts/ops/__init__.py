@@ -1,0 +1,1 @@
+"""Operator verbs: offline kits, replay, retention, compaction, doctor, receipts, facts."""
