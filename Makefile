@@ -6,23 +6,30 @@ PY ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_LINK_MODE := copy
 export RUNTIME_FACTS_HOME ?= $(CURDIR)/var
+AIRFLOW_HOME ?= $(CURDIR)/airflow-home
+ARGS ?= --help
 
-.PHONY: help setup demo test lint bench ci airflow clean
+.PHONY: help setup demo test lint bench ci airflow run clean
 
-help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+help: ## Show this help (colours only on a terminal)
+	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
+	grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-10s%s %s\n", on, $$1, off, $$2}'
 
-$(UV):
-	@$(PY) -m pip install --quiet --user "uv==$(UV_VERSION)" || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
-
-.venv/.synced: pyproject.toml uv.lock | $(UV)
+# uv is bootstrapped only when the environment has to be (re)built, so targets run from a shell
+# without uv once .venv is in sync.
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null || test -x "$(UV)" || $(PY) -m pip install --quiet --user "uv==$(UV_VERSION)" || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
 	@"$$(command -v uv || echo $(UV))" sync --frozen --all-groups
 	@touch $@
 
-setup: .venv/.synced ## Create the locked environment (.venv from uv.lock)
+$(AIRFLOW_HOME)/airflow.cfg: .venv/.synced
+	@AIRFLOW_HOME="$(AIRFLOW_HOME)" .venv/bin/python -m runtime_facts.airflow_home
+
+setup: .venv/.synced $(AIRFLOW_HOME)/airflow.cfg ## Create the locked environment (.venv from uv.lock) and airflow-home/
 
 demo: setup ## Stage the bundled fixtures, run the ingest end to end, print what landed
-	@.venv/bin/python -m runtime_facts.demo
+	@AIRFLOW_HOME="$(AIRFLOW_HOME)" .venv/bin/python -m runtime_facts.demo
 
 test: setup ## Run every test (slow ones included)
 	@bash scripts/ensure-chromium.sh
@@ -36,10 +43,14 @@ lint: setup ## ruff + mypy --strict on the packages
 bench: setup ## Benchmarks, printed as ratios against a baseline measured in the same run
 	@.venv/bin/runtime-facts bench
 
-airflow: setup ## Start Airflow standalone on this repo's DAGs (UI :8080, state in airflow-home/)
-	@.venv/bin/python -m runtime_facts.airflow_standalone
+airflow: setup ## Start Airflow on this repo's DAGs (UI localhost:8080, state in airflow-home/)
+	@AIRFLOW_HOME="$(AIRFLOW_HOME)" exec .venv/bin/python -m runtime_facts.airflow_standalone
+
+run: setup ## Run the CLI without activating .venv: make run ARGS='facts list --tenant acme ...'
+	@echo "runtime-facts home: $$RUNTIME_FACTS_HOME" >&2
+	@.venv/bin/runtime-facts $(ARGS)
 
 ci: lint test ## What CI runs, plus lint
 
-clean: ## Remove local state (var/, airflow-home/) but not the environment
-	rm -rf var airflow-home .pytest_cache
+clean: ## Remove local state (var/, airflow-home/, test and tool caches) but not .venv
+	rm -rf var airflow-home test-artifacts .cache .hypothesis .pytest_cache .mypy_cache .ruff_cache

@@ -6,47 +6,83 @@ SQLite metadata DB in `airflow_home`, created on first use. No scheduler, no web
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-DAGS = REPO / "dags"
+from runtime_facts.airflow_home import DAGS, local_settings, write_airflow_cfg
+
 DAG_ID = "runtime_facts_ingest"
+TaskReport = Callable[[str, str], None]
+"""Called with a task label (`ingest_batch[3]`) and its new state: running, success, failed."""
 
 
-def airflow_env(airflow_home: str, dags: Path = DAGS) -> dict[str, str]:
-    """The environment that points Airflow at a home folder and this repo's DAGs."""
-    home = Path(airflow_home).resolve()
-    return {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-    }
+@contextlib.contextmanager
+def _task_listener(report: TaskReport | None) -> Iterator[None]:
+    """Report task state changes of the in-process run (an Airflow listener, removed after)."""
+    if report is None:
+        yield
+        return
+    callback: TaskReport = report
+    import pluggy
+    from airflow.sdk.listener import get_listener_manager
+
+    hookimpl = pluggy.HookimplMarker("airflow")  # what `airflow.listeners.hookimpl` is
+
+    def label(ti: Any) -> str:
+        index = getattr(ti, "map_index", -1)
+        return ti.task_id if index is None or index < 0 else f"{ti.task_id}[{index}]"
+
+    class Listener:
+        @hookimpl
+        def on_task_instance_running(self, previous_state: Any, task_instance: Any) -> None:
+            callback(label(task_instance), "running")
+
+        @hookimpl
+        def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+            callback(label(task_instance), "success")
+
+        @hookimpl
+        def on_task_instance_failed(
+            self, previous_state: Any, task_instance: Any, error: Any
+        ) -> None:
+            callback(label(task_instance), "failed")
+
+    listener = Listener()
+    manager: Any = get_listener_manager()
+    manager.add_listener(listener)
+    try:
+        yield
+    finally:
+        manager.pm.unregister(listener)
 
 
 def _configure(home: str, airflow_home: str) -> None:
-    env = airflow_env(airflow_home)
+    env = local_settings(airflow_home, dict(os.environ))
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
         raise RuntimeError(
             f"Airflow is already configured for AIRFLOW_HOME={os.environ.get('AIRFLOW_HOME')}; "
             "run the demo in a fresh process"
         )
-    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    write_airflow_cfg(airflow_home, env)
     os.environ.update(env)
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     os.environ["RUNTIME_FACTS_HOME"] = str(Path(home).resolve())
 
 
-def run_ingest_dag(home: str, airflow_home: str) -> dict[str, Any]:
+def run_ingest_dag(
+    home: str, airflow_home: str, on_task: TaskReport | None = None
+) -> dict[str, Any]:
     """Set up the SQLite Airflow home if needed and run `runtime_facts_ingest` once.
 
     Args:
         home: the runtime-facts home the DAG ingests into (becomes `RUNTIME_FACTS_HOME`).
         airflow_home: Airflow's folder (config, SQLite DB, logs); created when missing.
+        on_task: called at each task's start and end (progress display).
 
     Returns:
         The run summary the DAG's `publish` task returned, plus `dag_run_id` and `state`.
@@ -64,7 +100,8 @@ def run_ingest_dag(home: str, airflow_home: str) -> dict[str, Any]:
         bag = DagBag(dag_folder=str(DAGS / f"{DAG_ID}.py"))
         if bag.import_errors:
             raise RuntimeError(f"{DAG_ID} does not parse: {bag.import_errors}")
-        run: Any = bag.dags[DAG_ID].test()
+        with _task_listener(on_task):
+            run: Any = bag.dags[DAG_ID].test()
     states = {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in run.get_task_instances()}
     if str(run.state) != "success":
         raise RuntimeError(f"{DAG_ID} run {run.run_id} ended {run.state}: {states}")

@@ -1,0 +1,254 @@
+"""`make airflow`: a plain shell starts all four components; stopping it leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runtime_facts.airflow_home import (
+    DAGS,
+    REPO,
+    read_cfg_value,
+    set_cfg_values,
+    venv_bin,
+)
+from runtime_facts.airflow_standalone import standalone_env
+
+PLAIN_PATH = "/usr/bin:/bin"
+STARTUP_SECONDS = 150
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def plain_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    """What a fresh login shell has: no venv on PATH, nothing of Airflow or runtime-facts set."""
+    return {
+        "PATH": PLAIN_PATH,
+        "HOME": str(tmp_path / "user"),
+        "LANG": "C.UTF-8",
+        "AIRFLOW_HOME": str(tmp_path / "airflow-home"),
+        "RUNTIME_FACTS_HOME": str(tmp_path / "var"),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        **extra,
+    }
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2
+        ) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def wait_for(predicate, process: subprocess.Popen[bytes], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(1)
+    return False
+
+
+def survivors(procs: list[psutil.Process]) -> list[str]:
+    alive = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{proc.pid} {' '.join(proc.cmdline())}")
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_children_get_the_environments_airflow_first_on_path() -> None:
+    env = standalone_env({"PATH": "/usr/bin"})
+
+    assert env["PATH"].split(os.pathsep) == [str(venv_bin()), "/usr/bin"]
+    assert (venv_bin() / "airflow").exists()
+    assert env["AIRFLOW_HOME"] == str(REPO / "airflow-home")
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(REPO / "dags")
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:///")
+    assert env["AIRFLOW__API__HOST"] == "127.0.0.1"
+
+
+def test_the_data_home_defaults_to_var_of_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert standalone_env({"PATH": "/usr/bin"})["RUNTIME_FACTS_HOME"] == str(tmp_path / "var")
+    env = standalone_env({"AIRFLOW_HOME": str(tmp_path), "RUNTIME_FACTS_HOME": "/data/rf"})
+    assert env["AIRFLOW_HOME"] == str(tmp_path.resolve())
+    assert env["RUNTIME_FACTS_HOME"] == "/data/rf"
+
+
+def test_cfg_values_replace_set_and_commented_lines_in_their_section() -> None:
+    text = "[core]\ndags_folder = /old\n# load_examples = True\n\n[api]\nhost = 0.0.0.0\n"
+
+    new = set_cfg_values(
+        text,
+        {
+            ("core", "dags_folder"): "/repo/dags",
+            ("core", "load_examples"): "False",
+            ("api", "host"): "127.0.0.1",
+            ("api", "port"): "8080",
+            ("database", "sql_alchemy_conn"): "sqlite:////x.db",
+        },
+    )
+
+    assert new == (
+        "[core]\ndags_folder = /repo/dags\nload_examples = False\n\n"
+        "[api]\nport = 8080\nhost = 127.0.0.1\n\n[database]\nsql_alchemy_conn = sqlite:////x.db\n"
+    )
+
+
+@pytest.mark.slow
+def test_after_setup_airflow_cfg_alone_finds_the_four_dags(tmp_path: Path) -> None:
+    home = tmp_path / "airflow-home"
+    plain = {"PATH": PLAIN_PATH, "HOME": str(tmp_path), "AIRFLOW_HOME": str(home)}
+    subprocess.run(
+        [sys.executable, "-m", "runtime_facts.airflow_home"],
+        env=plain,
+        cwd=tmp_path,
+        check=True,
+        timeout=180,
+    )
+    cfg = home / "airflow.cfg"
+
+    assert read_cfg_value(cfg, "core", "dags_folder") == str(DAGS)
+    assert read_cfg_value(cfg, "core", "load_examples") == "False"
+    assert read_cfg_value(cfg, "api", "host") == "127.0.0.1"
+    assert read_cfg_value(cfg, "api_auth", "jwt_secret")  # Airflow's own generated file
+    listed = subprocess.run(
+        [str(venv_bin() / "airflow"), "dags", "list", "--local", "-o", "json"],
+        env=plain,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=180,
+    )
+    rows = next(line for line in listed.stdout.splitlines() if line.startswith("["))
+    found = {row["dag_id"] for row in json.loads(rows)}
+    assert found == {
+        "runtime_facts_ingest",
+        "runtime_facts_airgap_backfill",
+        "reachability_recompute",
+        "runtime_facts_retention",
+    }
+
+
+def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "runtime_facts.airflow_standalone"],
+            env=plain_env(tmp_path, port),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+
+    assert result.returncode == 1
+    assert f"port {port} is in use" in result.stdout
+    assert not (tmp_path / "airflow-home" / "standalone.pid").exists()
+
+
+@pytest.mark.slow
+def test_make_airflow_from_a_plain_shell_serves_and_stops_every_process(tmp_path: Path) -> None:
+    port = free_port()
+    make = subprocess.Popen(
+        ["make", "--no-print-directory", "airflow"],
+        cwd=REPO,
+        env=plain_env(tmp_path, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: healthy(port), make, STARTUP_SECONDS), "API never answered"
+        pid = int((tmp_path / "airflow-home" / "standalone.pid").read_text())
+        tree = psutil.Process(make.pid).children(recursive=True)
+        titles = [" ".join(p.cmdline()) for p in tree]
+        for name in ("scheduler", "dag-processor", "triggerer", "api_server"):
+            assert any(name in t for t in titles), (name, titles)
+        assert any("LocalExecutor" in t for t in titles), titles
+        listening = {
+            c.laddr.ip for p in tree for c in p.net_connections("tcp") if c.laddr.port == port
+        }
+        assert listening == {"127.0.0.1"}
+
+        os.kill(pid, signal.SIGTERM)
+        out, _ = make.communicate(timeout=90)
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+    text = out.decode()
+
+    assert make.returncode == 0, text[-3000:]
+    assert survivors(tree) == []
+    password = tmp_path / "airflow-home" / "simple_auth_manager_passwords.json.generated"
+    assert password.exists()
+    assert "log in as admin / " in text
+    assert f"data home (RUNTIME_FACTS_HOME): {tmp_path / 'var'}" in text
+    assert not (tmp_path / "airflow-home" / "standalone.pid").exists()
+
+
+@pytest.mark.slow
+def test_a_component_dying_at_start_stops_the_others_and_fails(tmp_path: Path) -> None:
+    # A certificate without its key: the API server refuses to start, the rest would run on.
+    env = plain_env(tmp_path, free_port(), AIRFLOW__API__SSL_CERT=str(tmp_path / "cert.pem"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runtime_facts.airflow_standalone"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    seen: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                seen += psutil.Process(process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.5)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    text = out.decode()
+
+    assert process.returncode == 1, text[-3000:]
+    assert "api-server exited with status" in text
+    assert "SSL" in text  # the component's own error is shown
+    assert {p.pid for p in seen}, "no component was started"
+    assert survivors(seen) == []
