@@ -46,7 +46,7 @@ bench: setup ## Benchmarks, printed as ratios against a baseline measured in the
 airflow: setup ## Start Airflow on this repo's DAGs (UI localhost:8080, state in airflow-home/)
 	@AIRFLOW_HOME="$(AIRFLOW_HOME)" exec .venv/bin/python -m runtime_facts.airflow_standalone
 
-run: setup ## Run the CLI without activating .venv: make run ARGS='facts list --tenant acme ...'
+run: .venv/.synced ## Run the CLI without activating .venv: make run ARGS='facts list --tenant acme ...'
 	@echo "runtime-facts home: $$RUNTIME_FACTS_HOME" >&2
 	@.venv/bin/runtime-facts $(ARGS)
 
