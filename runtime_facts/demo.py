@@ -41,8 +41,12 @@ LIMIT 5
 """
 
 
-def stage_fixtures(home: Home) -> dict[str, str]:
+def stage_fixtures(home: Home, generated_events: int = 50_000) -> dict[str, str]:
     """Stage every fixture batch of fixtures/batches/contexts.json, plus generated ones.
+
+    Args:
+        home: where to stage.
+        generated_events: events of the generated batches (10,000 per batch) added to them.
 
     Returns:
         CAS URI → where the batch came from (a fixture path, or `generated`).
@@ -52,8 +56,10 @@ def stage_fixtures(home: Home) -> dict[str, str]:
     for rel, doc in sorted(contexts.items()):
         data = gzip.compress((FIXTURES / rel).read_bytes(), mtime=0)
         uris[home.cas.put("runtime", data, SubjectContext.from_json(doc)).uri] = rel
+    if generated_events <= 0:
+        return uris
     spec = GeneratorSpec(
-        events=50_000, symbols=5_000, code_ids=20, seed=2026, events_per_chunk=10_000
+        events=generated_events, symbols=5_000, code_ids=20, seed=2026, events_per_chunk=10_000
     )
     ctx = SubjectContext("acme", "cg-storefront-5.0", image_digest="sha256:" + "5f" * 32)
     for chunk in generate_batches(spec):
