@@ -233,13 +233,14 @@ def _supervise(
             break
         if not ready and healthy(port):
             ready = True
-            _banner(port, airflow_home, env)
+            print_banner(port, airflow_home, env)
     stop_tree(components)
     say("stopped" if status == 0 else "stopped after a component failed (its output is above)")
     return status
 
 
-def _banner(port: int, airflow_home: Path, env: dict[str, str]) -> None:
+def print_banner(port: int, airflow_home: Path, env: dict[str, str]) -> None:
+    """What a newcomer needs once the UI answers: address, login, homes, how to stop."""
     password = admin_password(airflow_home)
     say("")
     say(f"Airflow is ready: http://localhost:{port}  (listening on {API_HOST} only)")

@@ -22,7 +22,7 @@ from runtime_facts.airflow_home import (
     set_cfg_values,
     venv_bin,
 )
-from runtime_facts.airflow_standalone import standalone_env
+from runtime_facts.airflow_standalone import print_banner, standalone_env
 
 PLAIN_PATH = "/usr/bin:/bin"
 STARTUP_SECONDS = 150
@@ -159,6 +159,20 @@ def test_after_setup_airflow_cfg_alone_finds_the_four_dags(tmp_path: Path) -> No
     }
 
 
+def test_the_banner_prints_the_kept_password_at_every_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Airflow's own standalone prints it only when it generates it, on the first start.
+    (tmp_path / "simple_auth_manager_passwords.json.generated").write_text('{"admin": "s3cr3t"}')
+
+    print_banner(8080, tmp_path, {"RUNTIME_FACTS_HOME": "/data/rf"})
+
+    out = capsys.readouterr().out
+    assert "log in as admin / s3cr3t" in out
+    assert "http://localhost:8080" in out
+    assert "/data/rf" in out
+
+
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -212,9 +226,8 @@ def test_make_airflow_from_a_plain_shell_serves_and_stops_every_process(tmp_path
 
     assert make.returncode == 0, text[-3000:]
     assert survivors(tree) == []
-    password = tmp_path / "airflow-home" / "simple_auth_manager_passwords.json.generated"
-    assert password.exists()
-    assert "log in as admin / " in text
+    passwords = tmp_path / "airflow-home" / "simple_auth_manager_passwords.json.generated"
+    assert f"log in as admin / {json.loads(passwords.read_text())['admin']}" in text
     assert f"data home (RUNTIME_FACTS_HOME): {tmp_path / 'var'}" in text
     assert not (tmp_path / "airflow-home" / "standalone.pid").exists()
 
