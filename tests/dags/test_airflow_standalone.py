@@ -173,6 +173,40 @@ def test_the_banner_prints_the_kept_password_at_every_start(
     assert "/data/rf" in out
 
 
+STUBBORN = """
+import os, signal, subprocess, sys, time
+from runtime_facts.airflow_standalone import Component, _become_subreaper, stop_tree
+
+IGNORE = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+# A component whose task process runs in its own session and ignores SIGTERM, like a
+# LocalExecutor task; the component itself exits on SIGTERM, orphaning it.
+SPAWN = (
+    "import subprocess, sys, time; "
+    f"subprocess.Popen([sys.executable, '-c', {IGNORE!r}], start_new_session=True); "
+    "time.sleep(600)"
+)
+_become_subreaper()
+parent = subprocess.Popen([sys.executable, "-c", SPAWN], start_new_session=True)
+stubborn = subprocess.Popen([sys.executable, "-c", IGNORE], start_new_session=True)
+time.sleep(1.5)
+import psutil
+print(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)
+stop_tree([Component("parent", parent), Component("stubborn", stubborn)], grace=1.0)
+"""
+
+
+def test_stopping_kills_what_ignores_sigterm_and_what_was_orphaned(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", STUBBORN], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
+    pids = [int(p) for p in result.stdout.splitlines()[0].split()]
+    assert len(pids) == 3  # the component, its task process, the stubborn component
+    assert "ignored SIGTERM: killing it" in result.stdout
+    assert survivors([psutil.Process(p) for p in pids if psutil.pid_exists(p)]) == []
+
+
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
