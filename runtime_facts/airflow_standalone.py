@@ -153,12 +153,17 @@ def admin_password(airflow_home: Path) -> str | None:
         return None
 
 
-def _already_running(pidfile: Path) -> int | None:
+def already_running(pidfile: Path) -> int | None:
+    """The pid of a live launcher named in `pidfile`, else None (missing, stale or reused)."""
     try:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if psutil.pid_exists(pid) and pid != os.getpid() else None
+    try:
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return None  # gone: a stale file from a launcher that was killed
+    return pid if pid != os.getpid() and "airflow_standalone" in cmdline else None
 
 
 def run(env: dict[str, str]) -> int:
@@ -170,7 +175,7 @@ def run(env: dict[str, str]) -> int:
     if not airflow.exists():
         say(f"{airflow} is missing: run `make setup` first")
         return 1
-    if (pid := _already_running(pidfile)) is not None:
+    if (pid := already_running(pidfile)) is not None:
         say(f"already running (pid {pid}); stop it with: kill {pid}")
         return 1
     if port_in_use(port):
@@ -219,11 +224,12 @@ def _supervise(
             start_new_session=True,
         )
         components.append(Component(name, process))
+    pumps = []
     for component in components:
         assert component.process.stdout is not None
-        threading.Thread(
-            target=component.pump, args=(component.process.stdout,), daemon=True
-        ).start()
+        pumps.append(threading.Thread(target=component.pump, args=(component.process.stdout,)))
+        pumps[-1].daemon = True
+        pumps[-1].start()
     status, ready = 0, False
     while not stop.wait(0.5):
         dead = next((c for c in components if c.process.poll() is not None), None)
@@ -235,6 +241,8 @@ def _supervise(
             ready = True
             print_banner(port, airflow_home, env)
     stop_tree(components)
+    for pump in pumps:
+        pump.join(timeout=2)  # the components' last lines
     say("stopped" if status == 0 else "stopped after a component failed (its output is above)")
     return status
 

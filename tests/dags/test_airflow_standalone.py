@@ -22,7 +22,7 @@ from runtime_facts.airflow_home import (
     set_cfg_values,
     venv_bin,
 )
-from runtime_facts.airflow_standalone import print_banner, standalone_env
+from runtime_facts.airflow_standalone import already_running, print_banner, standalone_env
 
 PLAIN_PATH = "/usr/bin:/bin"
 STARTUP_SECONDS = 150
@@ -205,6 +205,26 @@ def test_stopping_kills_what_ignores_sigterm_and_what_was_orphaned(tmp_path: Pat
     assert len(pids) == 3  # the component, its task process, the stubborn component
     assert "ignored SIGTERM: killing it" in result.stdout
     assert survivors([psutil.Process(p) for p in pids if psutil.pid_exists(p)]) == []
+
+
+def test_a_pidfile_counts_only_while_a_launcher_runs_under_it(tmp_path: Path) -> None:
+    pidfile = tmp_path / "standalone.pid"
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)  # runtime_facts.airflow_standalone"]
+    )
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pidfile.write_text(f"{launcher.pid}\n")
+        assert already_running(pidfile) == launcher.pid
+        pidfile.write_text(f"{other.pid}\n")  # the pid was reused by something else
+        assert already_running(pidfile) is None
+    finally:
+        launcher.kill()
+        other.kill()
+        launcher.wait()
+        other.wait()
+    pidfile.write_text(f"{launcher.pid}\n")  # the launcher was killed and left its file
+    assert already_running(pidfile) is None
 
 
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
