@@ -80,6 +80,20 @@ def survivors(procs: list[psutil.Process]) -> list[str]:
     return alive
 
 
+def dags_listed_with_only_airflow_home(tmp_path: Path, home: Path) -> set[str]:
+    """`AIRFLOW_HOME=<home> airflow dags list --local`, nothing else set."""
+    listed = subprocess.run(
+        [str(venv_bin() / "airflow"), "dags", "list", "--local", "-o", "json"],
+        env={"PATH": PLAIN_PATH, "HOME": str(tmp_path), "AIRFLOW_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=180,
+    )
+    rows = next(line for line in listed.stdout.splitlines() if line.startswith("["))
+    return {row["dag_id"] for row in json.loads(rows)}
+
+
 def test_children_get_the_environments_airflow_first_on_path() -> None:
     env = standalone_env({"PATH": "/usr/bin"})
 
@@ -122,41 +136,6 @@ def test_cfg_values_replace_set_and_commented_lines_in_their_section() -> None:
         "[core]\ndags_folder = /repo/dags\nload_examples = False\n\n"
         "[api]\nport = 8080\nhost = 127.0.0.1\n\n[database]\nsql_alchemy_conn = sqlite:////x.db\n"
     )
-
-
-@pytest.mark.slow
-def test_after_setup_airflow_cfg_alone_finds_the_four_dags(tmp_path: Path) -> None:
-    home = tmp_path / "airflow-home"
-    plain = {"PATH": PLAIN_PATH, "HOME": str(tmp_path), "AIRFLOW_HOME": str(home)}
-    subprocess.run(
-        [sys.executable, "-m", "runtime_facts.airflow_home"],
-        env=plain,
-        cwd=tmp_path,
-        check=True,
-        timeout=180,
-    )
-    cfg = home / "airflow.cfg"
-
-    assert read_cfg_value(cfg, "core", "dags_folder") == str(DAGS)
-    assert read_cfg_value(cfg, "core", "load_examples") == "False"
-    assert read_cfg_value(cfg, "api", "host") == "127.0.0.1"
-    assert read_cfg_value(cfg, "api_auth", "jwt_secret")  # Airflow's own generated file
-    listed = subprocess.run(
-        [str(venv_bin() / "airflow"), "dags", "list", "--local", "-o", "json"],
-        env=plain,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=180,
-    )
-    rows = next(line for line in listed.stdout.splitlines() if line.startswith("["))
-    found = {row["dag_id"] for row in json.loads(rows)}
-    assert found == {
-        "runtime_facts_ingest",
-        "runtime_facts_airgap_backfill",
-        "reachability_recompute",
-        "runtime_facts_retention",
-    }
 
 
 def test_the_banner_prints_the_kept_password_at_every_start(
@@ -284,6 +263,18 @@ def test_make_airflow_from_a_plain_shell_serves_and_stops_every_process(tmp_path
     assert f"log in as admin / {json.loads(passwords.read_text())['admin']}" in text
     assert f"data home (RUNTIME_FACTS_HOME): {tmp_path / 'var'}" in text
     assert not (tmp_path / "airflow-home" / "standalone.pid").exists()
+    # make setup wrote airflow.cfg and created the DB: Airflow alone finds the same DAGs
+    cfg = tmp_path / "airflow-home" / "airflow.cfg"
+    assert read_cfg_value(cfg, "core", "dags_folder") == str(DAGS)
+    assert read_cfg_value(cfg, "core", "load_examples") == "False"
+    assert read_cfg_value(cfg, "api", "host") == "127.0.0.1"
+    assert read_cfg_value(cfg, "api_auth", "jwt_secret")  # Airflow's own generated file
+    assert dags_listed_with_only_airflow_home(tmp_path, tmp_path / "airflow-home") == {
+        "runtime_facts_ingest",
+        "runtime_facts_airgap_backfill",
+        "reachability_recompute",
+        "runtime_facts_retention",
+    }
 
 
 @pytest.mark.slow
