@@ -3,7 +3,7 @@
 The home is `RUNTIME_FACTS_HOME` (`make` sets `<repo>/var`; default `./var` of the current
 folder), the one `make airflow`'s UI and the CLI use, and Airflow's home is `AIRFLOW_HOME`
 (default `<repo>/airflow-home`), so the demo's DAG run shows up in the UI. Nothing is deleted:
-run again, every batch is a duplicate and nothing changes; `make clean` starts afresh.
+run again, it finds nothing new and changes nothing; `make clean` starts afresh.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def main() -> None:
     summary = run_ingest(home, console)
     if again:
         console.print(
-            "this home was ingested into before: known batches count as duplicates and "
-            "nothing changes (`make clean` starts afresh)",
+            "this home was ingested into before: its batches are already in (or rejected), "
+            "so this run finds nothing new and changes nothing (`make clean` starts afresh)",
             highlight=False,
         )
     keys = (
