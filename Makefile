@@ -11,8 +11,8 @@ ARGS ?= --help
 
 .PHONY: help setup demo test lint bench ci airflow run clean
 
-help: ## Show this help (colours only on a terminal)
-	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
+help: ## Show this help (colours only on a terminal, and not with NO_COLOR)
+	@if [ -t 1 ] && [ -z "$${NO_COLOR:-}" ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
 	grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-10s%s %s\n", on, $$1, off, $$2}'
 
