@@ -98,6 +98,13 @@ def _reap() -> None:
             pass
 
 
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
 def stop_tree(components: list[Component], grace: float = GRACE_SECONDS) -> None:
     """SIGTERM to each component's group and every descendant, SIGKILL after `grace` s."""
     me = psutil.Process()
@@ -109,9 +116,9 @@ def stop_tree(components: list[Component], grace: float = GRACE_SECONDS) -> None
         with contextlib.suppress(psutil.Error):
             proc.terminate()
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(c.process.poll() is None for c in components):
+    while time.monotonic() < deadline and any(_alive(p) for p in procs):
         time.sleep(0.2)
-    _reap()
+        _reap()  # orphans re-parented to this process exit as its zombies
     for proc in me.children(recursive=True):
         with contextlib.suppress(psutil.Error):
             say(f"pid {proc.pid} ({proc.name()}) ignored SIGTERM: killing it")
