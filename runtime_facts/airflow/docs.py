@@ -76,7 +76,8 @@ reachability lattice and rewrites their rows of `reachability_states` (SPEC §5)
 
 **When it runs**
 
-* **On new callgraphs**: scheduled on the asset `runtime_facts.cas.graphs` (URI `<home>/cas/reachability/graphs`).
+* **On new callgraphs**: scheduled on the asset `runtime_facts.cas.graphs`
+  (URI `<home>/cas/reachability/graphs`).
   Whatever stages a graph announces it with an asset event whose `extra` names it, e.g.
   `POST /api/v2/assets/events` with
   `{"asset_id": <id>, "extra": {"tenant": "acme", "callgraphId": "cg-1", "subjectKey": "scan:s-1"}}`

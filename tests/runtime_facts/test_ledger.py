@@ -1,4 +1,4 @@
-"""The lake decides exactly-once: losing or cutting a receipts record never lets a batch in twice."""
+"""The lake decides exactly-once: a lost or cut receipts record never lets a batch in twice."""
 
 from __future__ import annotations
 
