@@ -19,10 +19,10 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, t
 from runtime_facts.airflow import docs
 from runtime_facts.airflow.assets import FACTS, GRAPHS, RUNTIME_BATCHES, STATES, TENANT_PATTERN
 from runtime_facts.airflow.tasks import (
-    INGEST_PARAMS,
     TASK_TIMEOUT,
     home,
     ingest_group,
+    ingest_params,
     max_map_length,
     options,
 )
@@ -62,7 +62,7 @@ def _defaults(retries: int, delay: timedelta = timedelta(seconds=30)) -> dict[st
     doc_md=docs.INGEST,
     tags=["runtime-facts", "ingest", "reachability"],
     default_args=_defaults(3),
-    params=dict(INGEST_PARAMS),
+    params=ingest_params(),
 )
 def ingest_dag() -> None:
     """discover → ingest (mapped) → fold → score → publish."""
@@ -95,7 +95,7 @@ def ingest_dag() -> None:
             title="Offline kit folder",
             description="Absolute path of the kit folder (the one holding manifest.json).",
         ),
-        **INGEST_PARAMS,
+        **ingest_params(),
         "tenant": Param(
             None,
             type=["null", "string"],

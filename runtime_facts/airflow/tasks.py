@@ -30,25 +30,29 @@ if TYPE_CHECKING:
 
 TASK_TIMEOUT = timedelta(hours=1)
 
-INGEST_PARAMS: dict[str, Param] = {
-    "tenant": Param(
-        None,
-        type=["null", "string"],
-        pattern=TENANT_PATTERN,
-        description="Only ingest this tenant's batches (default: every tenant).",
-    ),
-    "allow_partial": Param(
-        None,
-        type=["null", "boolean"],
-        description="Quarantine bad lines instead of rejecting batches (null: the settings).",
-    ),
-    "sealed": Param(
-        None,
-        type=["null", "boolean"],
-        description="true: sealed mode for this run. false/null: the settings decide (a run "
-        "cannot switch sealed mode off).",
-    ),
-}
+
+def ingest_params() -> dict[str, Param]:
+    """The Params of an ingest run, fresh for each DAG (Airflow merges a run's conf into its
+    Param objects in place, so DAGs must not share them)."""
+    return {
+        "tenant": Param(
+            None,
+            type=["null", "string"],
+            pattern=TENANT_PATTERN,
+            description="Only ingest this tenant's batches (default: every tenant).",
+        ),
+        "allow_partial": Param(
+            None,
+            type=["null", "boolean"],
+            description="Quarantine bad lines instead of rejecting batches (null: the settings).",
+        ),
+        "sealed": Param(
+            None,
+            type=["null", "boolean"],
+            description="true: sealed mode for this run. false/null: the settings decide (a run "
+            "cannot switch sealed mode off).",
+        ),
+    }
 
 
 def home() -> Home:
