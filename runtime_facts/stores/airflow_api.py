@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
-
 from runtime_facts.config import AirflowSettings
 
 RUNTIME_ASSET = "runtime_facts.cas.runtime"
@@ -29,6 +27,8 @@ class AirflowApi:
         if not settings.api_url:
             raise ValueError("no Airflow API URL configured (RUNTIME_FACTS__AIRFLOW__API_URL)")
         self.settings = settings
+        import httpx  # the [serve] extra; only needed when an Airflow is configured
+
         self.base = settings.api_url.rstrip("/")
         self.client = httpx.Client(timeout=settings.timeout_seconds)
 
@@ -77,6 +77,8 @@ def announce_staged(settings: AirflowSettings, asset: str, extra: dict[str, Any]
     """Record an asset event for staged data if an Airflow is configured; True if recorded."""
     if not settings.api_url:
         return False
+    import httpx
+
     api = AirflowApi(settings)
     try:
         return api.asset_event(asset, extra) is not None
