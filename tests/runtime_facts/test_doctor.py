@@ -61,7 +61,7 @@ def test_healthy_home_passes(facts: FixtureHome) -> None:
     assert {c["status"] for c in doc["checks"]} <= {"ok", "warn"}
     lake = _check(doc, "lake")["details"]["tables"]
     assert lake["runtime_facts"] == {
-        "version": 2,
+        "version": 3,  # created, then one fold per tenant with new rows (acme, globex; acme)
         "files": lake["runtime_facts"]["files"],
         "rows": 10,
     }
