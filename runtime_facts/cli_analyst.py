@@ -99,8 +99,8 @@ def query_cmd(
     Example: runtime-facts query "SELECT symbol_id, hit_count FROM runtime_facts
     ORDER BY hit_count DESC LIMIT 10" --tenant acme --format csv
     """
-    from runtime_facts.query import run_query
-    from runtime_facts.query_output import render, write_output
+    from runtime_facts.analyst.query import run_query
+    from runtime_facts.analyst.query_output import render, write_output
 
     as_json = _json(json_out)
     chosen = OutputFormat.json if json_out else fmt
@@ -156,8 +156,8 @@ def shell_cmd(
 
     Example: echo "SELECT count(*) FROM runtime_facts;" | runtime-facts shell --tenant acme
     """
-    from runtime_facts.query import connect
-    from runtime_facts.shell import run_shell
+    from runtime_facts.analyst.query import connect
+    from runtime_facts.analyst.shell import run_shell
 
     as_json = _json(json_out)
     try:
@@ -196,7 +196,7 @@ def report_cmd(
     Example: runtime-facts report --tenant acme --out report.html
     """
     from runtime_facts.pipeline.ingest import utc_now
-    from runtime_facts.report import write_report
+    from runtime_facts.analyst.report import write_report
 
     as_json = _json(json_out)
     try:

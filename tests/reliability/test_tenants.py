@@ -18,7 +18,7 @@ from runtime_facts.ops.facts import list_facts
 from runtime_facts.pipeline.batch import ingest_one
 from runtime_facts.pipeline.ingest import discover_pending, ingest
 from runtime_facts.pipeline.score import recompute
-from runtime_facts.query import run_query
+from runtime_facts.analyst.query import run_query
 from runtime_facts.subject import SubjectContext
 from tests.conftest import FIXED_NOW
 from tests.reliability.conftest import receipts_of
