@@ -1,9 +1,4 @@
-"""CLI for air-gapped operation: `offline ...`, `receipts verify`, `replay ...` (SPEC §9).
-
-Registered on the main app at the end of `runtime_facts.cli`; shared helpers (`_home`,
-`_emit`, `_fail`, the global `--json`) are imported from there lazily, since that module
-imports this one.
-"""
+"""Air-gapped operation: `offline ...`, `receipts verify`, `replay ...` (SPEC §7, §9)."""
 
 from __future__ import annotations
 
@@ -13,21 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from runtime_facts.errors import ExitCode, Reason, RuntimeFactsError
-from runtime_facts.home import Home
+from runtime_facts.cli.common import CliState, HomeOpt, JsonOpt, handles_errors, new_typer, state
+from runtime_facts.errors import ExitCode, NotFoundError, Reason, UsageError
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
-
-HomeOpt = Annotated[
-    str | None,
-    typer.Option("--home", help="Home directory (overrides the global --home)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 KitArg = Annotated[Path, typer.Argument(help="The kit folder (the one holding manifest.json).")]
 TenantOpt = Annotated[
     str | None, typer.Option(help="Refuse the kit unless it belongs to this tenant.")
@@ -53,56 +39,41 @@ class _ReplayGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-offline_app = typer.Typer(
-    help="Offline kits for air-gapped sites: export, verify, load, keygen, sign.",
-    no_args_is_help=True,
+offline_app = new_typer(
+    help="Offline kits for air-gapped sites: export, verify, load, keygen, sign."
 )
-receipts_app = typer.Typer(help="Audit the receipts trail.", no_args_is_help=True)
-replay_app = typer.Typer(
+receipts_app = new_typer(help="Audit the receipts trail.")
+replay_app = new_typer(
     cls=_ReplayGroup,
     help="Record a replay manifest, or replay one: `replay MANIFEST --section reachability`.",
-    no_args_is_help=True,
     subcommand_metavar="MANIFEST | COMMAND [ARGS]...",
 )
 
 
-def _home(home: str | None) -> Home:
-    from runtime_facts.cli import _home as home_from
-
-    return home_from(home)
-
-
-def _json(json_out: bool) -> bool:
-    from runtime_facts.cli import STATE
-
-    return json_out or STATE.json
-
-
-def _emit(doc: Any) -> None:
-    from runtime_facts.cli import _emit as emit
-
-    emit(doc, True)
-
-
-def _fail(exc: RuntimeFactsError, json_out: bool) -> None:
-    from runtime_facts.cli import _fail as fail
-
-    fail(exc, json_out)
-
-
-def _spinner(what: str, json_out: bool) -> AbstractContextManager[Any]:
+def _spinner(st: CliState, what: str, json_out: bool) -> AbstractContextManager[Any]:
     """A progress spinner on stderr for people; nothing in --json mode."""
-    return nullcontext() if _json(json_out) else err.status(escape(what))
+    return nullcontext() if st.wants_json(json_out) else st.err.status(escape(what))
 
 
 # offline -------------------------------------------------------------------------------
 
 
 @offline_app.command("export")
+@handles_errors
 def offline_export(
+    ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="Tenant of the batches.")],
-    scan_id: Annotated[str, typer.Option("--scan-id", help="Export every batch of this scan.")],
     out_dir: Annotated[Path, typer.Option("--out", help="New kit folder to write.")],
+    scan_id: Annotated[
+        str | None, typer.Option("--scan-id", help="Export every batch of this scan.")
+    ] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            help="Export every batch of this subject key (image:<digest>, scan:<id> or "
+            "component:<name>@<version>). One of --scan-id or --subject is required."
+        ),
+    ] = None,
     include_receipts: Annotated[
         bool, typer.Option("--include-receipts", help="Add this home's receipts for them.")
     ] = False,
@@ -112,7 +83,9 @@ def offline_export(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export a scan's staged batches from CAS into an offline kit folder.
+    """Export one subject's staged batches from CAS into an offline kit folder.
+
+    Exit 4 when the home does not exist or has no staged batch for that tenant and subject.
 
     Example: runtime-facts offline export --tenant acme --scan-id s-42 --out kit-s-42 --key k.key
     """
@@ -120,34 +93,41 @@ def offline_export(
     from runtime_facts.pipeline.ingest import utc_now
     from runtime_facts.stores.offline_kit import MANIFEST, SIGNATURE, parse_manifest
 
-    try:
-        with _spinner(f"exporting scan {scan_id}", json_out):
-            kit = export_kit(
-                _home(home),
-                tenant=tenant,
-                scan_id=scan_id,
-                out=out_dir,
-                include_receipts=include_receipts,
-                private_key=key,
-                now=utc_now(),
-            )
-    except RuntimeFactsError as exc:
-        _fail(exc, json_out)
-        return
+    st = state(ctx)
+    if (scan_id is None) == (subject is None):
+        raise UsageError(
+            Reason.INVALID_CONTEXT,
+            "give exactly one of --scan-id or --subject",
+            hint="e.g. --scan-id s-42, or --subject image:sha256:<digest>",
+        )
+    subject_key = subject if subject is not None else f"scan:{scan_id}"
+    h = st.open_home(home, must_exist=True)
+    with _spinner(st, f"exporting {subject_key}", json_out):
+        kit = export_kit(
+            h,
+            tenant=tenant,
+            subject_key=subject_key,
+            out=out_dir,
+            include_receipts=include_receipts,
+            private_key=key,
+            now=utc_now(),
+        )
     manifest = parse_manifest((kit / MANIFEST).read_bytes())
     signed = (kit / SIGNATURE).exists()
-    if _json(json_out):
-        _emit({"kit": str(kit), "files": len(manifest.files), "signed": signed})
+    if st.wants_json(json_out):
+        st.emit({"kit": str(kit), "files": len(manifest.files), "signed": signed})
     else:
         sys.stdout.write(f"{kit}\n")
-        err.print(
+        st.err.print(
             f"exported {len(manifest.files)} batches ({'signed' if signed else 'unsigned'})",
             highlight=False,
         )
 
 
 @offline_app.command("verify")
+@handles_errors
 def offline_verify(
+    ctx: typer.Context,
     kit: KitArg,
     tenant: TenantOpt = None,
     sealed: SealedOpt = False,
@@ -163,26 +143,26 @@ def offline_verify(
     """
     from runtime_facts.ops.offline import verify_kit
 
-    try:
-        with _spinner(f"verifying {kit}", json_out):
-            report = verify_kit(
-                _home(home), kit, tenant=tenant, sealed=sealed, public_key=public_key
-            )
-    except RuntimeFactsError as exc:
-        _fail(exc, json_out)
-        return
-    if _json(json_out):
-        _emit({"ok": True, **report.to_dict()})
+    st = state(ctx)
+    with _spinner(st, f"verifying {kit}", json_out):
+        report = verify_kit(
+            st.open_home(home), kit, tenant=tenant, sealed=sealed, public_key=public_key
+        )
+    if st.wants_json(json_out):
+        st.emit({"ok": True, **report.to_dict()})
     else:
-        out.print(
+        st.out.print(
             f"kit ok: {len(report.files)} batches, {report.total_bytes} bytes, tenant "
             f"{report.tenant}, {'signature verified' if report.signed else 'unsigned'}",
             highlight=False,
+            markup=False,
         )
 
 
 @offline_app.command("load")
+@handles_errors
 def offline_load(
+    ctx: typer.Context,
     kit: KitArg,
     tenant: TenantOpt = None,
     sealed: SealedOpt = False,
@@ -197,21 +177,22 @@ def offline_load(
     from runtime_facts.ops.offline import load_kit
     from runtime_facts.stores.cas import cas_uri
 
-    try:
-        with _spinner(f"verifying and loading {kit}", json_out):
-            shas = load_kit(_home(home), kit, tenant=tenant, sealed=sealed, public_key=public_key)
-    except RuntimeFactsError as exc:
-        _fail(exc, json_out)
-        return
+    st = state(ctx)
+    with _spinner(st, f"verifying and loading {kit}", json_out):
+        shas = load_kit(
+            st.open_home(home), kit, tenant=tenant, sealed=sealed, public_key=public_key
+        )
     uris = [cas_uri("runtime", sha) for sha in shas]
-    if _json(json_out):
-        _emit({"loaded": uris})
+    if st.wants_json(json_out):
+        st.emit({"loaded": uris})
     else:
         sys.stdout.write("".join(f"{u}\n" for u in uris))
 
 
 @offline_app.command("keygen")
+@handles_errors
 def offline_keygen(
+    ctx: typer.Context,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the key pair.")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing pair.")] = False,
     json_out: JsonOpt = False,
@@ -225,13 +206,10 @@ def offline_keygen(
     """
     from runtime_facts.ops.offline import keygen
 
-    try:
-        pair = keygen(out_dir, force=force)
-    except RuntimeFactsError as exc:
-        _fail(exc, json_out)
-        return
-    if _json(json_out):
-        _emit(
+    st = state(ctx)
+    pair = keygen(out_dir, force=force)
+    if st.wants_json(json_out):
+        st.emit(
             {
                 "privateKey": str(pair.private_key),
                 "publicKey": str(pair.public_key),
@@ -240,11 +218,15 @@ def offline_keygen(
         )
     else:
         sys.stdout.write(pair.public_key_b64 + "\n")
-        err.print(f"wrote {pair.private_key} (keep it secret) and {pair.public_key}")
+        st.err.print(
+            f"wrote {pair.private_key} (keep it secret) and {pair.public_key}", highlight=False
+        )
 
 
 @offline_app.command("sign")
+@handles_errors
 def offline_sign(
+    ctx: typer.Context,
     kit: KitArg,
     key: Annotated[Path, typer.Option("--key", help="Ed25519 private key file.")],
     json_out: JsonOpt = False,
@@ -255,23 +237,22 @@ def offline_sign(
     """
     from runtime_facts.ops.offline import sign_kit
 
-    try:
-        sig, public = sign_kit(kit, key)
-    except RuntimeFactsError as exc:
-        _fail(exc, json_out)
-        return
-    if _json(json_out):
-        _emit({"signature": str(sig), "publicKeyBase64": public})
+    st = state(ctx)
+    sig, public = sign_kit(kit, key)
+    if st.wants_json(json_out):
+        st.emit({"signature": str(sig), "publicKeyBase64": public})
     else:
         sys.stdout.write(f"{sig}\n")
-        err.print(f"signed with public key {public}", highlight=False)
+        st.err.print(f"signed with public key {public}", highlight=False)
 
 
 # receipts ------------------------------------------------------------------------------
 
 
 @receipts_app.command("verify")
+@handles_errors
 def receipts_verify(
+    ctx: typer.Context,
     log: Annotated[
         Path | None,
         typer.Argument(help="A receipts log (default: this home's; also checks the table)."),
@@ -281,32 +262,42 @@ def receipts_verify(
 ) -> None:
     """Verify the receipts hash chain and that ingest_receipts agrees with the log.
 
-    Exit 0 when intact, 3 naming the first broken line when not, 4 when LOG does not exist.
+    Exit 0 when intact (or when nothing was ever ingested), 3 naming the first broken line,
+    4 when the home or LOG does not exist, or this home's log is missing or empty though
+    its ingest_receipts table holds receipts.
 
     Example: runtime-facts receipts verify ./synced/signals-runtime-ingest.log
     """
     from runtime_facts.ops.receipts_verify import verify_receipts
 
-    try:
-        report = verify_receipts(_home(home), log)
-    except RuntimeFactsError as exc:
-        _fail(exc, json_out)
-        return
-    if _json(json_out):
-        _emit(report.to_dict())
+    st = state(ctx)
+    h = st.open_home(home, must_exist=log is None)
+    report = verify_receipts(h, log)
+    own_log_empty = log is None and not h.remote and report.receipts == 0
+    if own_log_empty and report.table_rows:
+        raise NotFoundError(
+            Reason.RECEIPTS_LOG_MISSING,
+            f"no receipts in {report.log}, though ingest_receipts holds {report.table_rows}",
+            hint="the audit log was lost or emptied: restore it from a backup or a synced copy",
+        )
+    if st.wants_json(json_out):
+        st.emit(report.to_dict())
     elif report.first_break is None:
         table = f", table agrees ({report.table_rows} rows)" if report.table_checked else ""
         pending = f", {report.unmirrored} not yet mirrored" if report.unmirrored else ""
-        out.print(f"receipts ok: {report.receipts} receipts{table}{pending}", highlight=False)
+        new = " (nothing ingested in this home yet)" if own_log_empty else ""
+        st.out.print(
+            f"receipts ok: {report.receipts} receipts{table}{pending}{new}", highlight=False
+        )
     else:
         found = report.first_break
         where = f"line {found.line_number}" if found.line_number else f"sequence {found.sequence}"
-        err.print(
+        st.err.print(
             f"[bold red]error[/] {escape(f'[{found.reason_code}]')} {escape(report.log)} "
             f"{where}: {escape(found.reason)}",
             highlight=False,
         )
-        err.print(
+        st.err.print(
             "  [dim]hint:[/] the audit trail was altered or truncated after it was written; "
             "compare with a synced copy or backup",
             highlight=False,
@@ -318,7 +309,9 @@ def receipts_verify(
 
 
 @replay_app.command("record")
+@handles_errors
 def replay_record(
+    ctx: typer.Context,
     tenant: Annotated[str, typer.Option(help="Tenant.")],
     callgraph_id: Annotated[str, typer.Option("--callgraph-id", help="Callgraph id.")],
     subject: Annotated[str, typer.Option(help="Subject key, e.g. scan:s-42 or image:sha256:…")],
@@ -339,21 +332,18 @@ def replay_record(
     """
     from runtime_facts.ops.replay import hold_manifest, record_manifest
 
-    try:
-        h = _home(home)
-        doc = record_manifest(
-            h, tenant=tenant, callgraph_id=callgraph_id, subject_key=subject, out=out_file
-        )
-        held = hold_manifest(h, out_file, name) if hold else None
-    except RuntimeFactsError as exc:
-        _fail(exc, json_out)
-        return
+    st = state(ctx)
+    h = st.open_home(home, must_exist=True)
+    doc = record_manifest(
+        h, tenant=tenant, callgraph_id=callgraph_id, subject_key=subject, out=out_file
+    )
+    held = hold_manifest(h, out_file, name) if hold else None
     section = doc["reachability"]
-    if _json(json_out):
-        _emit({"manifest": str(out_file), "held": str(held) if held else None, **doc})
+    if st.wants_json(json_out):
+        st.emit({"manifest": str(out_file), "held": str(held) if held else None, **doc})
     else:
         sys.stdout.write(f"{out_file}\n")
-        err.print(
+        st.err.print(
             f"{len(section['runtimeTraces'])} runtime traces, {len(section['graphs'])} graphs; "
             f"facts {section['factsDigest']}" + (f"; held as {held}" if held else ""),
             highlight=False,
@@ -361,7 +351,9 @@ def replay_record(
 
 
 @replay_app.command("run")
+@handles_errors
 def replay_run(
+    ctx: typer.Context,
     manifest: Annotated[Path, typer.Argument(help="The replay manifest.json.")],
     section: Annotated[str, typer.Option(help="Section to replay.")] = "reachability",
     scratch: Annotated[
@@ -373,43 +365,48 @@ def replay_run(
     """Re-derive a manifest's section from CAS (--home) and compare its digests.
 
     Exit 0 identical, 3 when a digest differs or a cited object was altered, 4 when one is
-    missing. `replay MANIFEST --section reachability` is the same command.
+    missing (or the home is). `replay MANIFEST --section reachability` is the same command.
 
     Example: runtime-facts replay manifest.json --section reachability
     """
     from runtime_facts.ops.replay import replay
 
-    try:
-        with _spinner(f"replaying {manifest}", json_out):
-            report = replay(manifest, source=_home(home), scratch=scratch, section=section)
-    except RuntimeFactsError as exc:
-        _fail(exc, json_out)
-        return
-    if _json(json_out):
+    st = state(ctx)
+    as_json = st.wants_json(json_out)
+    source = st.open_home(home, must_exist=True)
+    with _spinner(st, f"replaying {manifest}", json_out):
+        report = replay(manifest, source=source, scratch=scratch, section=section)
+    if as_json:
         failed = {} if report.ok else {"error": str(Reason.REPLAY_DIGEST_MISMATCH)}
-        _emit({**report.to_dict(), **failed})
+        st.emit({**report.to_dict(), **failed})
     elif report.ok:
-        out.print(
+        st.out.print(
             f"replay ok: {report.runtime_traces} traces, {report.graphs} graphs reproduce "
             f"factsDigest and statesDigest of {report.subject_key}",
             highlight=False,
+            markup=False,
         )
-    if not report.ok:
-        if not _json(json_out):
-            for name in report.mismatches:
-                err.print(
-                    f"[bold red]error[/] {escape(f'[{Reason.REPLAY_DIGEST_MISMATCH}]')} {name} "
-                    f"differs: recorded {report.recorded[name]}, replayed {report.replayed[name]}",
-                    highlight=False,
-                )
-            for batch in report.rejected_batches:
-                err.print(f"  rejected on replay: {batch['batch_sha256']} {batch['reason_codes']}")
-            err.print(
-                "  [dim]hint:[/] the source tables no longer match what CAS derives; find the "
-                "altered rows (facts list) or re-ingest, then record a new manifest",
+    if report.ok:
+        return
+    if not as_json:
+        for name in report.mismatches:
+            st.err.print(
+                f"[bold red]error[/] {escape(f'[{Reason.REPLAY_DIGEST_MISMATCH}]')} {name} "
+                f"differs: recorded {report.recorded[name]}, replayed {report.replayed[name]}",
                 highlight=False,
             )
-        raise typer.Exit(ExitCode.REJECTED)
+        for batch in report.rejected_batches:
+            st.err.print(
+                f"  rejected on replay: {batch['batch_sha256']} {batch['reason_codes']}",
+                highlight=False,
+                markup=False,
+            )
+        st.err.print(
+            "  [dim]hint:[/] the source tables no longer match what CAS derives; find the "
+            "altered rows (facts list) or re-ingest, then record a new manifest",
+            highlight=False,
+        )
+    raise typer.Exit(ExitCode.REJECTED)
 
 
 __all__ = ["offline_app", "receipts_app", "replay_app"]
