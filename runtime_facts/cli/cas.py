@@ -90,6 +90,7 @@ def cas_put(
         typer.Argument(
             help="Batch files (.ndjson.gz; see the runbook for plain .ndjson) or folders: "
             "a folder stands for its *.ndjson.gz and *.ndjson files, sorted.",
+            metavar="PATH",
             show_default=False,
         ),
     ],

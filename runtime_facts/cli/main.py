@@ -19,7 +19,7 @@ from runtime_facts.errors import RuntimeFactsError
 
 app = new_typer(
     help="Runtime reachability evidence: stage batches in CAS, ingest them into Delta facts.",
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 GlobalHomeOpt = Annotated[
