@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from runtime_facts.cli.common import (
     CliState,
     HomeOpt,
     JsonOpt,
+    escape,
     existing_file,
     handles_errors,
     is_tty,

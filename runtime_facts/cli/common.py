@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import orjson
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from runtime_facts.errors import NotFoundError, Reason, RuntimeFactsError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from runtime_facts.home import Home
 
 P = ParamSpec("P")
@@ -52,12 +52,18 @@ def console(*, stderr: bool = False) -> Console:
     On a terminal it takes the terminal's width; piped or redirected it never wraps, so a
     `cas://` URI or an error message stays on one line for grep, cut and scripts.
     """
-    stream = sys.stderr if stderr else sys.stdout
-    try:
-        tty = stream.isatty()
-    except (AttributeError, ValueError):  # a closed or exotic stream
-        tty = False
-    return Console(stderr=stderr, soft_wrap=True, width=None if tty else PIPE_WIDTH)
+    from rich.console import Console  # imported on first output: `--help` never needs it
+
+    return Console(
+        stderr=stderr, soft_wrap=True, width=None if is_tty(stderr=stderr) else PIPE_WIDTH
+    )
+
+
+def escape(text: str) -> str:
+    """Rich markup escaped (rich.markup is imported on first use)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def is_tty(*, stderr: bool = True) -> bool:

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
-from runtime_facts.cli.common import HomeOpt, JsonOpt, handles_errors, is_tty, state
+from runtime_facts.cli.common import HomeOpt, JsonOpt, escape, handles_errors, is_tty, state
 from runtime_facts.errors import ExitCode, NotFoundError, Reason, UsageError
 
 if TYPE_CHECKING:

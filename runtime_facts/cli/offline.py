@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from typer.core import TyperGroup
 
-from runtime_facts.cli.common import CliState, HomeOpt, JsonOpt, handles_errors, new_typer, state
+from runtime_facts.cli.common import (
+    CliState,
+    HomeOpt,
+    JsonOpt,
+    escape,
+    handles_errors,
+    new_typer,
+    state,
+)
 from runtime_facts.errors import ExitCode, NotFoundError, Reason, UsageError
 
 KitArg = Annotated[Path, typer.Argument(help="The kit folder (the one holding manifest.json).")]

@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from runtime_facts.cli.common import CliState, HomeOpt, JsonOpt, handles_errors, state
+from runtime_facts.cli.common import CliState, HomeOpt, JsonOpt, escape, handles_errors, state
 from runtime_facts.errors import ExitCode, Reason, UsageError
 
 

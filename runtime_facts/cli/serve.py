@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
-from runtime_facts.cli.common import HomeOpt, JsonOpt, handles_errors, new_typer, state
+from runtime_facts.cli.common import HomeOpt, JsonOpt, escape, handles_errors, new_typer, state
 from runtime_facts.errors import Reason, UsageError
 
 if TYPE_CHECKING:
