@@ -87,9 +87,9 @@ def _print_retention(st: CliState, report: Any, dry_run: bool) -> None:
     for uri, reason in report.cas_kept.items():
         st.err.print(f"[dim]kept[/] {uri}: {reason}", highlight=False)
     st.out.print(
-        f"{'dry run: ' if dry_run else ''}{len(report.cas_deleted)} CAS objects "
-        f"({report.cas_deleted_bytes} bytes) and {report.expired_facts} facts {verb.split()[-1]}"
-        f"{' (nothing changed)' if dry_run else ''}; cutoffs: facts {report.facts_cutoff}, "
+        f"{'dry run: ' if dry_run else ''}{verb} {len(report.cas_deleted)} CAS objects "
+        f"({report.cas_deleted_bytes} bytes) and {expire.split()[-1]} {report.expired_facts} "
+        f"facts{' (nothing changed)' if dry_run else ''}; cutoffs: facts {report.facts_cutoff}, "
         f"CAS {report.cas_cutoff}",
         highlight=False,
     )

@@ -46,6 +46,8 @@ def test_dry_run_lists_exactly_what_the_real_run_deletes(
     text = cli("retention", "--dry-run", "--now", NOW)
     assert f"would delete cas://reachability/runtime/{old}" in text.out
     assert "would expire 1 facts of acme scan:s-old" in text.out
+    assert "dry run: would delete 1 CAS objects" in text.out
+    assert "and expire 1 facts (nothing changed)" in text.out
     real = json.loads(cli("--json", "retention", "--now", NOW).out)
     assert _decisions(real) == _decisions(planned)
     assert not (home_dir / "cas" / "reachability" / "runtime" / old).exists()
