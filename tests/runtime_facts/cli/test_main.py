@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -105,3 +106,29 @@ def test_piped_output_never_wraps(tmp_path: Path) -> None:
     first = proc.stderr.splitlines()[0]
     assert first == f"error [file_not_found] no such file: {missing}"
     assert len(first) > 120
+
+
+def _cli_imports(path: Path) -> set[str]:
+    """The `runtime_facts.cli.*` modules a file imports at its top level."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "runtime_facts.cli":
+                found |= {f"runtime_facts.cli.{a.name}" for a in node.names}
+            elif node.module.startswith("runtime_facts.cli."):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("runtime_facts.cli.")}
+    return found
+
+
+def test_only_main_imports_the_command_modules_and_they_import_only_common() -> None:
+    package = Path(runtime_facts.__file__).parent / "cli"
+    graph = {f"runtime_facts.cli.{p.stem}": _cli_imports(p) for p in package.glob("*.py")}
+    assert graph["runtime_facts.cli.common"] == set()
+    assert graph["runtime_facts.cli.__init__"] == set()
+    for name, imports in graph.items():
+        if name != "runtime_facts.cli.main":
+            assert imports <= {"runtime_facts.cli.common"}, name
+    assert set(graph) - {"runtime_facts.cli.__init__"} == set(CLI_MODULES[1:])
