@@ -1,4 +1,4 @@
-"""Operator verbs on a home: `retention`, `compact`, `doctor`."""
+"""Operator verbs on a home: `retention`, `compact`, `doctor`, `status`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
     app.command("retention")(retention_cmd)
     app.command("compact")(compact_cmd)
     app.command("doctor")(doctor_cmd)
+    app.command("status")(status_cmd)
 
 
 def parse_now(value: str | None) -> datetime:
@@ -119,6 +120,39 @@ def compact_cmd(
             f"{t['vacuumed']} vacuumed, version {t['version']}",
             highlight=False,
         )
+
+
+@handles_errors
+def status_cmd(
+    ctx: typer.Context,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Say which home is in use and what it holds: staged, pending, receipts, table versions.
+
+    Exit 4 when the home does not exist (a typo in --home, or run from another folder).
+
+    Example: runtime-facts status
+    """
+    from runtime_facts.ops.status import home_status
+
+    st = state(ctx)
+    h = st.open_home(home, must_exist=True)
+    if not st.wants_json(json_out):
+        st.out.print(f"home: {h.uri}", highlight=False, markup=False)
+    status = home_status(h)
+    if st.wants_json(json_out):
+        st.emit(status.to_dict())
+        return
+    receipts = ", ".join(f"{k} {v}" for k, v in status.receipts.items()) or "none"
+    versions = ", ".join(f"{k} v{v}" for k, v in status.table_versions.items()) or "none yet"
+    for line in (
+        f"staged batches: {status.staged_batches} ({status.pending_batches} pending ingest)",
+        f"callgraphs: {status.graphs}",
+        f"receipts: {receipts}",
+        f"tables: {versions}",
+    ):
+        st.out.print(line, highlight=False, markup=False)
 
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}

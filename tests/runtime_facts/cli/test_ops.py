@@ -84,3 +84,33 @@ def test_doctor_on_a_missing_home_says_which_and_fails(cli: Cli, tmp_path: Path)
     assert run.code == 3
     assert run.out.splitlines()[0] == f"home: {missing}"
     assert "does not exist" in run.out
+
+
+def test_status_says_which_home_and_what_it_holds(cli: Cli, tmp_path: Path, home_dir: Path) -> None:
+    subject = ("--tenant", "acme", "--callgraph-id", "cg", "--scan-id", "s")
+    bad = write_batch(tmp_path / "bad.ndjson.gz", '{"hitCount":1}\n')
+    assert cli("cas", "put", str(bad), *subject).code == 0
+    assert cli("ingest").code == 3
+    assert cli("cas", "put", str(write_batch(tmp_path / "good.ndjson.gz")), *subject).code == 0
+    run = cli("status")
+    assert run.code == 0
+    lines = run.out.splitlines()
+    assert lines[0] == f"home: {home_dir.resolve()}"
+    assert "staged batches: 2 (1 pending ingest)" in lines
+    assert "receipts: rejected 1" in lines
+    doc = json.loads(cli("--json", "status").out)
+    assert (doc["staged_batches"], doc["pending_batches"], doc["receipts"]) == (
+        2,
+        1,
+        {"rejected": 1},
+    )
+    assert set(doc["table_versions"]) == {
+        "runtime_facts", "runtime_fact_batches", "reachability_states", "ingest_receipts",
+        "rejections",
+    }  # fmt: skip
+
+
+def test_status_of_a_missing_home_exits_4(cli: Cli, tmp_path: Path) -> None:
+    run = cli("status", home=tmp_path / "typo")
+    assert run.code == 4
+    assert f"no home at {tmp_path / 'typo'}" in run.err
