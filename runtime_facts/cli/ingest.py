@@ -68,10 +68,19 @@ def ingest_cmd(
     ] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's batches.")] = None,
     allow_partial: Annotated[
-        bool, typer.Option("--allow-partial", help="Quarantine bad lines, ingest the rest.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--allow-partial/--strict",
+            help="Quarantine bad lines and ingest the rest, or reject a batch with any bad "
+            "line (default: the setting ingest.allow_partial, false).",
+            show_default=False,
+        ),
+    ] = None,
     sealed: Annotated[
-        bool, typer.Option("--sealed", help="Sealed mode: verified evidence only.")
+        bool,
+        typer.Option(
+            "--sealed", help="Sealed mode: verified evidence only (on when the setting is)."
+        ),
     ] = False,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
@@ -131,7 +140,7 @@ def ingest_cmd(
                 from_kit,
                 tenant=tenant,
                 sealed=sealed,
-                allow_partial=allow_partial or None,
+                allow_partial=allow_partial,
                 on_batch=tick,
             )
         else:
@@ -139,7 +148,7 @@ def ingest_cmd(
                 h,
                 todo,
                 tenant=tenant,
-                allow_partial=allow_partial or None,
+                allow_partial=allow_partial,
                 sealed=sealed or None,
                 on_batch=tick,
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
 from tests.runtime_facts.cli.conftest import SUBJECT, Cli, write_batch
@@ -96,3 +98,13 @@ def test_recompute_on_a_missing_home_exits_4(cli: Cli, tmp_path: Path) -> None:
     run = cli("recompute", "--tenant", "acme", "--callgraph-id", "cg-1", home=tmp_path / "nope")
     assert run.code == 4
     assert "[home_not_found]" in run.err
+
+
+def test_strict_overrides_a_partial_setting_for_one_run(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNTIME_FACTS__INGEST__ALLOW_PARTIAL", "true")
+    sha = _stage(cli, write_batch(tmp_path / "b.ndjson.gz", ONE_BAD_LINE))
+    assert cli("ingest", "--strict").code == 3
+    doc = json.loads(cli("--json", "ingest", "--retry", sha).out)  # the setting applies again
+    assert (doc["accepted"], doc["rejected_lines"]) == (1, 1)
