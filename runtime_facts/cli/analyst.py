@@ -167,7 +167,7 @@ def report_cmd(
     Example: runtime-facts report --tenant acme --out report.html
     """
     from runtime_facts.analyst.report import write_report
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
 
     st = state(ctx)
     try:

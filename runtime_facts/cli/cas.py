@@ -234,7 +234,7 @@ def cas_put_graph(
 
     Example: runtime-facts cas put-graph graph.json.gz --tenant acme
     """
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
     from runtime_facts.pipeline.score import recompute as recompute_job
     from runtime_facts.stores.graphs import stage_graph
 

@@ -96,7 +96,9 @@ def ingest_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from runtime_facts.pipeline.ingest import BatchOutcome, discover_pending, ingest
+    from runtime_facts.pipeline.ingest import ingest
+    from runtime_facts.pipeline.outcomes import BatchOutcome
+    from runtime_facts.pipeline.prepare import discover_pending
     from runtime_facts.pipeline.publish import write_metrics
 
     st = state(ctx)
@@ -183,7 +185,7 @@ def recompute_cmd(
     Example: runtime-facts recompute --tenant acme --callgraph-id cg-1 --subject scan:s-42
     """
     from runtime_facts.ops.facts import check_recompute_target
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
     from runtime_facts.pipeline.score import recompute
 
     st = state(ctx)

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 def parse_now(value: str | None) -> datetime:
     """`--now`: an ISO-8601 time (UTC when no offset is given), default the current time."""
     if value is None:
-        from runtime_facts.pipeline.ingest import utc_now
+        from runtime_facts.pipeline.outcomes import utc_now
 
         return utc_now()
     try:
@@ -175,7 +175,7 @@ def doctor_cmd(
     from rich.table import Table
 
     from runtime_facts.ops.doctor import run_doctor
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
 
     st = state(ctx)
     as_json = st.wants_json(json_out)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runtime_facts.home import Home
-from runtime_facts.pipeline.ingest import discover_pending
+from runtime_facts.pipeline.prepare import discover_pending
 from runtime_facts.stores.lake import TABLES
 
 
