@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
@@ -97,6 +98,10 @@ class CliState:
         if self._err is None:
             self._err = console(stderr=True)
         return self._err
+
+    def spinner(self, what: str, json_out: bool = False) -> AbstractContextManager[Any]:
+        """A progress spinner on stderr for people; nothing in JSON mode."""
+        return nullcontext() if self.wants_json(json_out) else self.err.status(escape(what))
 
     def wants_json(self, local: bool = False) -> bool:
         """The command's own `--json` or the global one."""

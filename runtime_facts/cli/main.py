@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from runtime_facts.cli import analyst, cas, facts, ingest, offline, ops, serve, tools
+from runtime_facts.cli import analyst, audit, cas, facts, ingest, offline, ops, serve, tools
 from runtime_facts.cli.common import CliState, JsonOpt, console, new_typer
 from runtime_facts.errors import RuntimeFactsError
 
@@ -62,8 +62,8 @@ app.add_typer(cas.app, name="cas")
 app.add_typer(facts.app, name="facts")
 app.add_typer(facts.events_app, name="events")
 app.add_typer(offline.offline_app, name="offline")
-app.add_typer(offline.receipts_app, name="receipts")
-app.add_typer(offline.replay_app, name="replay")
+app.add_typer(audit.receipts_app, name="receipts")
+app.add_typer(audit.replay_app, name="replay")
 app.add_typer(serve.serve_app, name="serve")
 for register in (ingest.register, ops.register, analyst.register, tools.register):
     register(app)

@@ -26,6 +26,7 @@ CLI_MODULES = [
     "runtime_facts.cli.ingest",
     "runtime_facts.cli.facts",
     "runtime_facts.cli.offline",
+    "runtime_facts.cli.audit",
     "runtime_facts.cli.analyst",
     "runtime_facts.cli.ops",
     "runtime_facts.cli.serve",
