@@ -73,8 +73,8 @@ class ServeSettings(BaseModel):
 
     host: str = "127.0.0.1"
     """Interface the HTTP server binds to."""
-    port: int = 8080
-    """TCP port of the HTTP server."""
+    port: int = 8765
+    """TCP port of the HTTP server (not 8080, the Airflow UI's port)."""
     token_file: str | None = None
     """JSON file of bearer-token hashes, tenants and scopes (docs/staging-endpoint.md)."""
     allow_anonymous: bool = False

@@ -102,6 +102,13 @@ class Reason(StrEnum):
     MISSING_OUTPUT = "missing_output"
     OUTPUT_UNWRITABLE = "output_unwritable"
     UNSUPPORTED_HOME = "unsupported_home"
+    # the command line
+    HOME_NOT_FOUND = "home_not_found"
+    FILE_NOT_FOUND = "file_not_found"
+    UNKNOWN_CALLGRAPH = "unknown_callgraph"
+    UNKNOWN_BATCH = "unknown_batch"
+    NO_TOKEN_FILE = "no_token_file"
+    PORT_IN_USE = "port_in_use"
 
 
 class RuntimeFactsError(Exception):

@@ -20,10 +20,10 @@ from typing import Any, Literal
 import polars as pl
 from deltalake import DeltaTable
 
+from runtime_facts.analyst.report_data import receipt_lines
 from runtime_facts.errors import RuntimeFactsError
 from runtime_facts.home import RECEIPTS_LOG, Home
 from runtime_facts.pipeline.publish import METRICS_KEY
-from runtime_facts.report_data import receipt_lines
 from runtime_facts.stores.cas import Kind, cas_uri
 from runtime_facts.stores.lake import TABLES
 from runtime_facts.stores.receipts import verify_chain

@@ -20,7 +20,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
@@ -290,7 +290,7 @@ def test_the_cli_refuses_to_stage_a_chunk_over_10_mib(tmp_path: Path) -> None:
          "--callgraph-id", "cg-1", "--scan-id", "s-1"],
     )  # fmt: skip
     assert result.exit_code == 3
-    assert orjson.loads(result.output)["error"] == "batch_too_large"
+    assert orjson.loads(result.output)[0]["error"] == "batch_too_large"
 
 
 @pytest.mark.parametrize(("slack", "status"), [(0, "accepted"), (-1, "rejected")])

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.errors import RuntimeFactsError
 from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from runtime_facts.analyst.query import FactsConnection
 from runtime_facts.home import Home
-from runtime_facts.query import FactsConnection
 from runtime_facts.stores.receipts import ObjectReceiptLog, verify_chain
 
 MAX_DAYS = 90
