@@ -53,6 +53,9 @@ class Reason(StrEnum):
     INVALID_LINES = "invalid_lines"
     NO_VALID_LINES = "no_valid_lines"
     HIT_COUNT_OVERFLOW = TransformReason.HIT_COUNT_OVERFLOW.value
+    DUPLICATE_JSON_KEY = TransformReason.DUPLICATE_JSON_KEY.value
+    CONTEXT_MISSING = "context_missing"
+    CONTEXT_MISMATCH = "context_mismatch"
     CAS_DIGEST_MISMATCH = "cas_digest_mismatch"
     CAS_MISS = "cas_miss"
     UNKNOWN_SUBJECT = "unknown_subject"

@@ -42,6 +42,8 @@ class Reason(StrEnum):
     DECOMPRESSED_TOO_LARGE = "decompressed_too_large"
     COMPRESSION_RATIO_EXCEEDED = "compression_ratio_exceeded"
     HIT_COUNT_OVERFLOW = "hit_count_overflow"
+    # trusted documents (manifests, sidecars, token files, graphs)
+    DUPLICATE_JSON_KEY = "duplicate_json_key"
 
 
 class ReasonedError(Exception):
