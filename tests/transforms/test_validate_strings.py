@@ -143,3 +143,12 @@ def test_the_python_check_names_the_first_refused_character() -> None:
     assert forbidden_character("ok-id") is None
     assert forbidden_character("a\u202eb\x00") == "U+202E"
     assert forbidden_character("tag\U000e007f") == "U+E007F"
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u200b", "\x85", "\U000e0041", "\x7f"])
+def test_a_raw_refused_character_is_refused_like_its_escape(char: str) -> None:
+    raw = '{"symbolId":"sym:b","hitCount":1,"containerId":"c' + char + '"}\n'
+    text = _GOOD + raw.encode("utf-8")
+    fast, slow = validate_events(text, Limits()), validate_events(text + b"\n\n", Limits())
+    assert fast.rejections.rows() == slow.rejections.rows()
+    assert fast.rejections.select("line_number", "reason_code").rows() == [(2, "control_character")]
