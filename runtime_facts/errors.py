@@ -65,6 +65,8 @@ class Reason(StrEnum):
     TENANT_MISMATCH = "tenant_mismatch"
     SEALED_MODE_EVIDENCE_INVALID = "sealed_mode_evidence_invalid"
     RECEIPT_CHAIN_BROKEN = "receipt_chain_broken"
+    # commit domains (one per tenant)
+    COMMIT_LOCK_LOST = "commit_lock_lost"
     # offline kits, receipts verification, replay (air gap)
     KIT_NOT_FOUND = "kit_not_found"
     KIT_NOT_A_DIRECTORY = "kit_not_a_directory"
@@ -128,3 +130,7 @@ class NotFoundError(RuntimeFactsError):
     """A CAS object, subject or table does not exist."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class LockLostError(RuntimeFactsError):
+    """A commit domain's lease lapsed or was taken over: this holder must not write."""
