@@ -162,7 +162,9 @@ def _top_symbols(data: ReportData) -> str:
 
 
 def _iso(value: Any) -> str:
-    return "" if value is None else value.isoformat()
+    if value is None or isinstance(value, str):  # text: a stored value beyond years 1-9999
+        return value or ""
+    return str(value.isoformat())
 
 
 def _chain(data: ReportData) -> str:

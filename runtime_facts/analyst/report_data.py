@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime_facts.analyst.query import FactsConnection
 from runtime_facts.home import Home
+from runtime_facts.readable import readable_table
 from runtime_facts.stores.receipts import ObjectReceiptLog, verify_chain
 
 MAX_DAYS = 90
@@ -80,7 +81,7 @@ class ReportData:
 
 
 def _rows(conn: FactsConnection, sql: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = conn.sql(sql).table.to_pylist()
+    rows: list[dict[str, Any]] = readable_table(conn.sql(sql).table, "report").to_pylist()
     return rows
 
 

@@ -6,6 +6,7 @@ import polars as pl
 
 from runtime_facts.errors import NotFoundError, Reason
 from runtime_facts.home import Home
+from runtime_facts.readable import readable_frame
 from runtime_facts.stores.graphs import current_graph_sha
 from runtime_facts.subject import validate_tenant
 from transforms.schema import FACT_KEY
@@ -29,7 +30,7 @@ def list_facts(home: Home, tenant: str, subject_key: str) -> pl.DataFrame:
             f"no facts for subject {subject_key!r} of tenant {tenant!r}",
             hint="subject keys look like image:<digest>, scan:<id> or component:<name>@<version>",
         )
-    return facts
+    return readable_frame(facts, f"facts of {subject_key}")
 
 
 def subjects_of(home: Home, tenant: str, callgraph_id: str) -> list[str]:

@@ -438,6 +438,7 @@ def export_kit(
         receipts=receipts,
     )
     raw = manifest.dumps()
+    parse_manifest(raw)  # what a verifying site will check, before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:

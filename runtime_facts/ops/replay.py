@@ -36,7 +36,8 @@ from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.pipeline.score import STATE_DIGEST_EXCLUDE, recompute
 from runtime_facts.stores.cas import Kind, cas_uri, parse_cas_uri
 from runtime_facts.stores.graphs import current_graph_sha, stage_graph
-from runtime_facts.subject import SubjectContext, validate_tenant
+from runtime_facts.subject import SubjectContext, parse_subject_key, validate_tenant
+from runtime_facts.trusted_json import load_trusted
 from transforms.canonical import digest_rows
 from transforms.schema import SUBJECT
 
@@ -76,19 +77,7 @@ def states_digest(home: Home, tenant: str, callgraph_id: str, subject_key: str) 
 
 def subject_from_key(subject_key: str) -> dict[str, str]:
     """`scan:s-1` → `{"scanId": "s-1"}` (the inverse of `SubjectContext.subject_key`)."""
-    kind, _, value = subject_key.partition(":")
-    if kind == "image" and value:
-        return {"imageDigest": value}
-    if kind == "scan" and value:
-        return {"scanId": value}
-    if kind == "component" and "@" in value:
-        component, version = value.rsplit("@", 1)
-        return {"component": component, "version": version}
-    raise UsageError(
-        Reason.INVALID_CONTEXT,
-        f"invalid subject key {subject_key!r}",
-        hint="subject keys look like image:<digest>, scan:<id> or component:<name>@<version>",
-    )
+    return parse_subject_key(subject_key)
 
 
 def _cite(kind: Kind, sha: str) -> dict[str, str]:
@@ -255,14 +244,14 @@ def load_manifest(path: Path, section: str = "reachability") -> ReplayManifest:
             hint=f"supported sections: {', '.join(SECTIONS)}",
         )
     try:
-        doc = orjson.loads(path.read_bytes())
+        doc = load_trusted(path.read_bytes(), str(path))
     except FileNotFoundError as exc:
         raise NotFoundError(
             Reason.REPLAY_MANIFEST_MISSING,
             f"no replay manifest at {path}",
             hint="write one with `runtime-facts replay record ... --out FILE`",
         ) from exc
-    except orjson.JSONDecodeError as exc:
+    except ValueError as exc:
         raise _invalid(path, f"not valid JSON ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("schemaVersion") != SCHEMA_VERSION:
         raise _invalid(path, f"not a replay manifest with schemaVersion {SCHEMA_VERSION!r}")

@@ -87,7 +87,10 @@ CASES = [
         for name, lines in [
             ("invalid-utf8.ndjson", _lines("invalid_utf8", 2, 3)),
             ("lone-surrogate.ndjson", _lines("invalid_unicode_escape", 2, 3, 4)),
-            ("raw-nul.ndjson", [(2, "invalid_json"), (3, "invalid_json"), (4, "nul_character")]),
+            (
+                "raw-nul.ndjson",
+                [(2, "invalid_json"), (3, "invalid_json"), (4, "control_character")],
+            ),
             ("deep-nesting.ndjson", _lines("nesting_too_deep", 2)),
             ("nan-infinity.ndjson", _lines("invalid_number", 2, 3, 4, 5)),
             ("duplicate-keys.ndjson", _lines("duplicate_key", 2, 3, 4)),
