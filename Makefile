@@ -16,7 +16,7 @@ $(UV):
 	@$(PY) -m pip install --quiet --user "uv==$(UV_VERSION)" || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	@"$$(command -v uv || echo $(UV))" sync --frozen --all-groups
+	@"$$(command -v uv || echo $(UV))" sync --frozen --all-groups --all-extras
 	@touch $@
 
 setup: .venv/.synced ## Create the locked environment (.venv from uv.lock)
