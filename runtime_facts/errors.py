@@ -99,6 +99,9 @@ class Reason(StrEnum):
     MISSING_OUTPUT = "missing_output"
     OUTPUT_UNWRITABLE = "output_unwritable"
     UNSUPPORTED_HOME = "unsupported_home"
+    # object-store credentials (s3:// homes)
+    AWS_CONNECTION_NOT_FOUND = "aws_connection_not_found"
+    AWS_CONNECTION_UNAVAILABLE = "aws_connection_unavailable"
 
 
 class RuntimeFactsError(Exception):
