@@ -59,7 +59,7 @@ def airflow_env(
     passwords = home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({API_USER: password}))
     passwords.chmod(0o600)
-    result_backend = "db+" + sql_alchemy_conn.replace("postgresql+psycopg2", "postgresql")
+    result_backend = "db+" + sql_alchemy_conn
     env = {k: v for k, v in base.items() if not k.startswith(("AIRFLOW", "AWS_"))}
     env.update(
         {
