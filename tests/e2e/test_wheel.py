@@ -2,10 +2,11 @@
 
 What an operator with an existing Airflow does: build (here: `uv build --wheel` from this
 source tree, offline), `pip install "runtime-facts[airflow]"` into an environment that has
-never seen the repo (`uv venv` + `uv pip install`, offline from the local cache, pinned to
-the lock's versions), and point a DAG folder at the package. The folder's single file is
-`from runtime_facts.airflow.dags import *` where the package builds the DAGs, else a copy
-of the repo's `dags/` files. `DagBag` runs in that environment, outside the repo.
+never seen the repo (`uv venv` + `uv pip install` from the package index, served from uv's
+cache where it can, pinned to the lock's versions), and point a DAG folder at the package.
+The folder's single file is `from runtime_facts.airflow.dags import *` where the package
+builds the DAGs, else a copy of the repo's `dags/` files. `DagBag` runs in that
+environment, outside the repo.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ LOAD_DAGS = textwrap.dedent(
     import runtime_facts
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
+    bag = DagBag(dag_folder=sys.argv[1])
     print(json.dumps({
         "import_errors": {str(k): str(v)[-500:] for k, v in bag.import_errors.items()},
         "dag_ids": sorted(bag.dag_ids),
@@ -98,7 +99,7 @@ def test_wheel_installs_with_the_airflow_extra_and_loads_the_four_dags(tmp_path:
     venv = tmp_path / "venv"
     _run([uv, "venv", "--offline", "--python", sys.executable, str(venv)], tmp_path)
     python = venv / "bin" / "python"
-    install = [uv, "pip", "install", "--offline", "--python", str(python), "-c", str(constraints)]
+    install = [uv, "pip", "install", "--python", str(python), "-c", str(constraints)]
     _run([*install, f"{wheel}[airflow]"], tmp_path)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON"))}
