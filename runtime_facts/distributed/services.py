@@ -125,7 +125,7 @@ class Services:
         self.started.append(service)
         return service
 
-    def run(self, name: str, args: list[str], env: dict[str, str], timeout: float) -> None:
+    def run(self, name: str, args: list[str], env: dict[str, str] | None, timeout: float) -> None:
         """Run a command to completion; ServiceError with its log's tail if it fails."""
         service = self.start(name, args, env)
         try:

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from runtime_facts.distributed.demo import (
     run_demo,
 )
 from runtime_facts.distributed.hostname import WORKER_NAME_VAR, worker_hostname
+from runtime_facts.distributed.services import ServiceError, Services
 from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
@@ -142,3 +144,30 @@ def test_the_home_is_moto_unless_a_folder_is_named(tmp_path: Path) -> None:
     assert resolve_home(None) == resolve_home("s3") == "s3://runtime-facts/demo"
     assert resolve_home("s3://bucket/prefix/") == "s3://bucket/prefix"
     assert resolve_home(str(tmp_path / "h")) == str((tmp_path / "h").resolve())
+
+
+@pytest.mark.usefixtures("_debian_servers")
+def test_services_stop_every_process_they_started(tmp_path: Path) -> None:
+    services = Services(tmp_path / "s")
+    broker = services.start_redis()
+    port = int(broker.rsplit(":", 1)[1].split("/")[0])
+    tree = services.start("tree", ["bash", "-c", "sleep 300 & sleep 300 & wait"])
+    deadline = time.monotonic() + 10
+    while len(psutil.Process(tree.proc.pid).children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [tree.proc.pid, *(c.pid for c in psutil.Process(tree.proc.pid).children())]
+    assert len(pids) == 3
+    services.stop()
+    assert services.started == []
+    assert not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids
+    )
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # redis is gone
+
+
+def test_a_failed_command_names_itself_with_its_log(tmp_path: Path) -> None:
+    services = Services(tmp_path / "s")
+    with pytest.raises(ServiceError, match=r"(?s)probe failed \(3\).*no such thing"):
+        services.run("probe", ["bash", "-c", "echo no such thing; exit 3"], None, timeout=30)
+    assert services.started == []
