@@ -79,6 +79,8 @@ class DemoResult:
     """(task_id, map_index, state, hostname) of every task instance of the run."""
     checked: dict[str, int] = field(default_factory=dict)
     """What `check_lake` counted."""
+    listening: set[tuple[str, int]] = field(default_factory=set)
+    """(address, port) every server and worker listened on, just before the stop."""
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -376,9 +378,10 @@ def run_demo(
             if state != "success":
                 failed = [t for t in tis if t[2] != "success"]
                 raise ServiceError(f"run {run_id} ended {state}; not successful: {failed}")
+            listening = services.listening()
             checked = check_lake(_lake(target, s3_env), staged)
             seconds["total"] = time.monotonic() - started
-            return DemoResult(run_id, target, staged, tis, checked, seconds)
+            return DemoResult(run_id, target, staged, tis, checked, listening, seconds)
     finally:
         err.print("[distributed] stopping every server and worker")
         services.stop()
@@ -413,6 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     timings = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     per_worker = ", ".join(f"{k}: {v}" for k, v in result.per_worker.items())
     err.print(f"[distributed] {timings}; task instances per worker: {per_worker}")
+    ports = ", ".join(f"{a}:{p}" for a, p in sorted(result.listening))
+    err.print(f"[distributed] listened on {ports}")
     sys.stdout.write(result.line() + "\n")
 
 

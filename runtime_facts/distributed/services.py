@@ -146,6 +146,21 @@ class Services:
                     f"{service.name} exited with {service.proc.returncode}:\n{tail(service.log)}"
                 )
 
+    def listening(self) -> set[tuple[str, int]]:
+        """(address, port) of every listening TCP socket of the started processes' trees."""
+        import psutil
+
+        found: set[tuple[str, int]] = set()
+        for service in self.started:
+            with suppress(psutil.NoSuchProcess):
+                root = psutil.Process(service.proc.pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    with suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                        for conn in proc.net_connections(kind="tcp"):
+                            if conn.status == psutil.CONN_LISTEN:
+                                found.add((str(conn.laddr.ip), int(conn.laddr.port)))
+        return found
+
     def stop(self) -> None:
         """Stop everything started, last first, each with every process it started."""
         while self.started:

@@ -87,6 +87,9 @@ def test_ingest_runs_on_both_celery_workers_and_counts_every_batch_once(
         f"distributed demo: {len(result.task_instances)} task instances on 2 Celery workers"
         f" ({names}), facts ok"
     )
+    # Postgres, Redis, moto and the API server listened, on the loopback address only.
+    assert len(result.listening) >= 4
+    assert {address for address, _ in result.listening} == {"127.0.0.1"}
     # Everything it started is stopped: no process still runs on its folders.
     assert not (pg_root / "data" / "postmaster.pid").exists()
     survivors = [
