@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from runtime_facts.distributed.hostname import WORKER_NAME_VAR
 from runtime_facts.distributed.services import ServiceError, Services, free_port, wait_for
@@ -171,3 +174,46 @@ def rest(
             return dict(json.loads(response.read()))
     except urllib.error.HTTPError as exc:
         raise ServiceError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from exc
+
+
+def trigger_and_wait(
+    config: AirflowConfig, token: str, dag_id: str, timeout: float
+) -> tuple[str, str]:
+    """Trigger the ingest DAG through the REST API and wait for the run to end."""
+    run_id = f"distributed-demo-{uuid.uuid4().hex[:8]}"
+    body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": {}}
+    rest(config, token, "POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+    deadline = time.monotonic() + timeout
+    state = "queued"
+    while time.monotonic() < deadline:
+        state = str(rest(config, token, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+        if state in ("success", "failed"):
+            return run_id, state
+        time.sleep(2)
+    raise ServiceError(f"run {run_id} still {state} after {timeout:.0f}s")
+
+
+def task_instances(
+    sql_alchemy_conn: str, dag_id: str, run_id: str
+) -> list[tuple[str, int, str, str]]:
+    """(task_id, map_index, state, hostname) of the run, from the metadata DB."""
+    import psycopg2
+
+    url = urlsplit(sql_alchemy_conn)
+    conn = psycopg2.connect(
+        host=url.hostname,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        dbname=url.path.lstrip("/"),
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT task_id, map_index, state, hostname FROM task_instance"
+                " WHERE dag_id = %s AND run_id = %s ORDER BY task_id, map_index",
+                [dag_id, run_id],
+            )
+            return [(str(t), int(m), str(s), str(h or "")) for t, m, s, h in cur.fetchall()]
+    finally:
+        conn.close()

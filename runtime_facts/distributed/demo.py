@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,14 @@ from urllib.parse import urlsplit
 
 from rich.console import Console
 
-from runtime_facts.distributed.cluster import REPO, airflow_env, rest, start_airflow
+from runtime_facts.distributed.check import DemoCheckFailed, Staged, check_lake, lake_of
+from runtime_facts.distributed.cluster import (
+    REPO,
+    airflow_env,
+    start_airflow,
+    task_instances,
+    trigger_and_wait,
+)
 from runtime_facts.distributed.cluster import wait_until_ready as wait_for_cluster
 from runtime_facts.distributed.services import ServiceError, Services
 
@@ -50,22 +56,10 @@ TENANTS = ("northwind", "contoso")
 WORKERS = ("worker1", "worker2")
 CONN_ID = "runtime_facts_s3"
 DEFAULT_S3_HOME = "s3://runtime-facts/demo"
+__all__ = ["DemoCheckFailed", "DemoResult", "Staged", "check_lake", "main", "run_demo"]
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "demo-access-key", "AWS_SECRET_ACCESS_KEY": "demo-secret-key"}
 
 err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
-
-
-class DemoCheckFailed(ServiceError):
-    """The run succeeded but its facts or receipts disagree with the staged batches."""
-
-
-@dataclass(frozen=True)
-class Staged:
-    """One staged batch."""
-
-    tenant: str
-    path: Path
-    sha256: str
 
 
 @dataclass
@@ -161,126 +155,6 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     return fn(*args), time.monotonic() - mark
 
 
-def trigger_and_wait(config: Any, token: str, timeout: float) -> tuple[str, str]:
-    """Trigger the ingest DAG through the REST API and wait for the run to end."""
-    run_id = f"distributed-demo-{uuid.uuid4().hex[:8]}"
-    body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": {}}
-    rest(config, token, "POST", f"/api/v2/dags/{DAG_ID}/dagRuns", body)
-    deadline = time.monotonic() + timeout
-    state = "queued"
-    while time.monotonic() < deadline:
-        state = str(rest(config, token, "GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")["state"])
-        if state in ("success", "failed"):
-            return run_id, state
-        time.sleep(2)
-    raise ServiceError(f"run {run_id} still {state} after {timeout:.0f}s")
-
-
-def task_instances(sql_alchemy_conn: str, run_id: str) -> list[tuple[str, int, str, str]]:
-    """(task_id, map_index, state, hostname) of the run, from the metadata DB."""
-    import psycopg2
-
-    url = urlsplit(sql_alchemy_conn)
-    conn = psycopg2.connect(
-        host=url.hostname,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        dbname=url.path.lstrip("/"),
-    )
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT task_id, map_index, state, hostname FROM task_instance"
-                " WHERE dag_id = %s AND run_id = %s ORDER BY task_id, map_index",
-                [DAG_ID, run_id],
-            )
-            return [(str(t), int(m), str(s), str(h or "")) for t, m, s, h in cur.fetchall()]
-    finally:
-        conn.close()
-
-
-def raw_sums(staged: list[Staged]) -> dict[tuple[str, str, str, str], tuple[int, int]]:
-    """(tenant, symbol, code id, loader base) → (hits, events), by DuckDB over the raw files."""
-    from transforms.duck import offline_connection
-
-    con = offline_connection()
-    out: dict[tuple[str, str, str, str], tuple[int, int]] = {}
-    for tenant in sorted({s.tenant for s in staged}):
-        files = [str(s.path) for s in staged if s.tenant == tenant]
-        rows = con.execute(
-            "SELECT symbolId, coalesce(codeId, ''), coalesce(loaderBase, ''),"
-            " sum(hitCount)::BIGINT, count(*) FROM read_json(?, format = 'newline_delimited',"
-            " compression = 'gzip', columns = {symbolId: 'VARCHAR', hitCount: 'BIGINT',"
-            " codeId: 'VARCHAR', loaderBase: 'VARCHAR'}) GROUP BY ALL",
-            [files],
-        ).fetchall()
-        for symbol, code, base, hits, events in rows:
-            out[(tenant, symbol, code, base)] = (int(hits), int(events))
-    return out
-
-
-def check_lake(lake: Any, staged: list[Staged]) -> dict[str, int]:
-    """The facts equal the raw sums, and every batch is in exactly once.
-
-    Returns:
-        `batches` staged, accepted `receipts` of them, `hits` in the facts, `raw_hits` in
-        the raw files.
-
-    Raises:
-        DemoCheckFailed: a fact differs from the raw sums, or a batch has no or several
-            accepted receipts, or not exactly its rows in `runtime_fact_batches`.
-    """
-    import polars as pl
-
-    tenants = sorted({s.tenant for s in staged})
-    facts = lake.read("runtime_facts").filter(pl.col("tenant").is_in(tenants))
-    got = {
-        (t, s, c or "", b or ""): (int(h), int(e))
-        for t, s, c, b, h, e in facts.select(
-            "tenant", "symbol_id", "code_id", "loader_base", "hit_count", "event_count"
-        ).iter_rows()
-    }
-    want = raw_sums(staged)
-    if got != want:
-        wrong = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
-        raise DemoCheckFailed(f"{len(wrong)} facts differ from the raw batches, e.g. {wrong[:3]}")
-    receipts = lake.read("ingest_receipts").filter(pl.col("status") == "accepted")
-    accepted = Counter(receipts.get_column("batch_sha256").to_list())
-    keys = dict(receipts.select("batch_sha256", "key_count").iter_rows())
-    rows = lake.read("runtime_fact_batches").filter(pl.col("tenant").is_in(tenants))
-    committed = dict(rows.group_by("batch_sha256").len().iter_rows())
-    for batch in staged:
-        if accepted[batch.sha256] != 1 or committed.get(batch.sha256) != keys[batch.sha256]:
-            raise DemoCheckFailed(
-                f"batch {batch.sha256[:12]} ({batch.tenant}): {accepted[batch.sha256]} accepted"
-                f" receipts, {committed.get(batch.sha256)} committed rows"
-            )
-    return {
-        "batches": len(staged),
-        "receipts": sum(accepted[b.sha256] for b in staged),
-        "hits": sum(h for h, _ in got.values()),
-        "raw_hits": sum(h for h, _ in want.values()),
-    }
-
-
-def _lake(home: str, s3_env: dict[str, str]) -> Any:
-    from runtime_facts.stores.lake import Lake
-    from runtime_facts.stores.s3 import S3Credentials, storage_options
-
-    if not home.startswith("s3://"):
-        return Lake(str(Path(home) / "lake"))
-    creds = S3Credentials(
-        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
-        access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
-        secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
-        session_token=None,
-        region=s3_env["AWS_REGION"],
-        source="environment",
-    )
-    return Lake(f"{home}/lake", storage_options(creds))
-
-
 def _create_bucket(home: str, s3_env: dict[str, str]) -> None:
     import boto3
 
@@ -357,7 +231,7 @@ def run_demo(
                 config.env["RUNTIME_FACTS_LOCAL_DIR"] = str(workdir / "worker-local")
             seconds["servers"] = time.monotonic() - started
             err.print(f"[distributed] postgres, redis{', moto' if s3_env else ''} up; airflow")
-            # Stage while Airflow migrates its DB and starts: both are mostly waiting on CPU.
+            # Stage while Airflow migrates its DB and starts up: neither needs the other.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 staging = pool.submit(
                     _timed, stage_batches, workdir, cli_env, batches_per_tenant, events_per_batch
@@ -368,9 +242,9 @@ def run_demo(
             token = wait_for_cluster(services, config, list(WORKERS), DAG_ID, timeout)
             seconds["airflow_ready"] = time.monotonic() - started
             mark = time.monotonic()
-            run_id, state = trigger_and_wait(config, token, timeout)
+            run_id, state = trigger_and_wait(config, token, DAG_ID, timeout)
             seconds["run"] = time.monotonic() - mark
-            tis = task_instances(sql, run_id)
+            tis = task_instances(sql, DAG_ID, run_id)
             err.print(
                 f"[distributed] {run_id} {state}: "
                 + ", ".join(f"{t[0]}[{t[1]}]@{t[3]}" for t in tis)
@@ -379,7 +253,7 @@ def run_demo(
                 failed = [t for t in tis if t[2] != "success"]
                 raise ServiceError(f"run {run_id} ended {state}; not successful: {failed}")
             listening = services.listening()
-            checked = check_lake(_lake(target, s3_env), staged)
+            checked = check_lake(lake_of(target, s3_env), staged)
             seconds["total"] = time.monotonic() - started
             return DemoResult(run_id, target, staged, tis, checked, listening, seconds)
     finally:
