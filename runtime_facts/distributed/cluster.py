@@ -29,6 +29,14 @@ DAGS = REPO / "dags"
 API_USER = "demo"
 
 
+class APIError(ServiceError):
+    """Airflow's REST API answered with an HTTP error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class AirflowConfig:
     """Where the cluster's pieces are and how Airflow reaches them."""
@@ -127,7 +135,14 @@ def wait_until_ready(
 
     api_log = services.path("logs") / "airflow-api-server.log"
     wait_for(api_healthy, "airflow api-server", timeout, api_log)
-    token = api_token(config)
+    tokens: list[str] = []
+
+    def got_token() -> bool:
+        tokens.append(api_token(config))
+        return True
+
+    wait_for(got_token, "API token", timeout, api_log)
+    token = tokens[-1]
 
     def dag_parsed() -> bool:
         services.check_alive()
@@ -154,7 +169,7 @@ def api_token(config: AirflowConfig) -> str:
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         return str(json.loads(response.read())["access_token"])
 
 
@@ -173,20 +188,37 @@ def rest(
         with urllib.request.urlopen(request, timeout=30) as response:
             return dict(json.loads(response.read()))
     except urllib.error.HTTPError as exc:
-        raise ServiceError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from exc
+        raise APIError(exc.code, f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from exc
 
 
 def trigger_and_wait(
     config: AirflowConfig, token: str, dag_id: str, timeout: float
 ) -> tuple[str, str]:
-    """Trigger the ingest DAG through the REST API and wait for the run to end."""
+    """Trigger the ingest DAG through the REST API and wait for the run to end.
+
+    A busy API server may answer late: a call that times out or loses its connection is
+    repeated (a repeated trigger that finds its run already created is fine) until `timeout`.
+    """
     run_id = f"distributed-demo-{uuid.uuid4().hex[:8]}"
     body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": {}}
-    rest(config, token, "POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
     deadline = time.monotonic() + timeout
-    state = "queued"
+    runs = f"/api/v2/dags/{dag_id}/dagRuns"
+    state = "not triggered"
     while time.monotonic() < deadline:
-        state = str(rest(config, token, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+        try:
+            if state == "not triggered":
+                try:
+                    rest(config, token, "POST", runs, body)
+                except APIError as exc:
+                    if exc.status != 409:  # 409: an earlier, late attempt created it
+                        raise
+                state = "queued"
+            state = str(rest(config, token, "GET", f"{runs}/{run_id}")["state"])
+        except APIError as exc:
+            if exc.status < 500:
+                raise
+        except (TimeoutError, ConnectionError, urllib.error.URLError):
+            pass  # late or dropped answer: ask again
         if state in ("success", "failed"):
             return run_id, state
         time.sleep(2)
