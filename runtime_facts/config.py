@@ -68,6 +68,15 @@ class OfflineSettings(BaseModel):
     """Ed25519 public key (base64 raw or PEM path) that kit signatures are checked against."""
 
 
+class S3Settings(BaseModel):
+    """Object-store access for an `s3://` home."""
+
+    aws_conn_id: str | None = None
+    """Airflow Connection (type `aws`) that supplies the endpoint and credentials when set:
+    login = access key id, password = secret key, extra `endpoint_url`, `region_name`,
+    `aws_session_token`. Unset: the standard `AWS_*` variables (what the CLI uses)."""
+
+
 class ServeSettings(BaseModel):
     """The staging endpoint (`runtime-facts serve`)."""
 
@@ -123,6 +132,7 @@ class Settings(BaseSettings):
     score: ScoreSettings = ScoreSettings()
     retention: RetentionSettings = RetentionSettings()
     offline: OfflineSettings = OfflineSettings()
+    s3: S3Settings = S3Settings()
     serve: ServeSettings = ServeSettings()
     airflow: AirflowSettings = AirflowSettings()
     schedule: str = "*/5 * * * *"

@@ -115,6 +115,9 @@ class Reason(StrEnum):
     UNKNOWN_BATCH = "unknown_batch"
     NO_TOKEN_FILE = "no_token_file"
     PORT_IN_USE = "port_in_use"
+    # object-store credentials (s3:// homes)
+    AWS_CONNECTION_NOT_FOUND = "aws_connection_not_found"
+    AWS_CONNECTION_UNAVAILABLE = "aws_connection_unavailable"
 
 
 RuntimeFactsError = ReasonedError

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.errors import RejectedError
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.errors import RejectedError, UsageError
 from runtime_facts.stores.offline_kit import parse_manifest
 from runtime_facts.subject import SubjectContext, id_problem, parse_subject_key
