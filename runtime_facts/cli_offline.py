@@ -274,21 +274,30 @@ def offline_sign(
 def receipts_verify(
     log: Annotated[
         Path | None,
-        typer.Argument(help="A receipts log (default: this home's; also checks the table)."),
+        typer.Argument(help="A receipts log (default: this home's; also checks table and lake)."),
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="The site's Ed25519 public key (base64 or key file): checkpoints must verify.",
+        ),
     ] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify the receipts hash chain and that ingest_receipts agrees with the log.
+    """Verify the receipts chains and checkpoints; on this home also the table and the lake.
 
-    Exit 0 when intact, 3 naming the first broken line when not, 4 when LOG does not exist.
+    Exit 0 when intact, 3 naming the first finding when not, 4 when LOG does not exist.
 
-    Example: runtime-facts receipts verify ./synced/signals-runtime-ingest.log
+    Example: runtime-facts receipts verify ./synced/signals-runtime-ingest.log --public-key site.pub
     """
     from runtime_facts.ops.receipts_verify import verify_receipts
+    from runtime_facts.stores.offline_kit import public_key_from
 
     try:
-        report = verify_receipts(_home(home), log)
+        key = public_key_from(public_key) if public_key else None
+        report = verify_receipts(_home(home), log, public_key=key)
     except RuntimeFactsError as exc:
         _fail(exc, json_out)
         return
@@ -297,21 +306,62 @@ def receipts_verify(
     elif report.first_break is None:
         table = f", table agrees ({report.table_rows} rows)" if report.table_checked else ""
         pending = f", {report.unmirrored} not yet mirrored" if report.unmirrored else ""
-        out.print(f"receipts ok: {report.receipts} receipts{table}{pending}", highlight=False)
-    else:
-        found = report.first_break
-        where = f"line {found.line_number}" if found.line_number else f"sequence {found.sequence}"
-        err.print(
-            f"[bold red]error[/] {escape(f'[{found.reason_code}]')} {escape(report.log)} "
-            f"{where}: {escape(found.reason)}",
+        signed = f", {report.checkpoints} checkpoints" + (
+            " signed by the key" if report.signatures_checked else " (signatures not checked)"
+        )
+        tail = sum(report.unsigned_tail.values())
+        unsigned = f", {tail} after the last checkpoint" if tail and report.checkpoints else ""
+        lake = ", lake agrees" if report.lake_checked else ""
+        out.print(
+            f"receipts ok: {report.receipts} receipts in {report.chains} chains"
+            f"{signed}{unsigned}{table}{pending}{lake}",
             highlight=False,
         )
+    else:
+        for found in report.findings:
+            where = (
+                f" line {found.line_number}"
+                if found.line_number
+                else (f" sequence {found.sequence}" if found.sequence else "")
+            )
+            err.print(
+                f"[bold red]error[/] {escape(f'[{found.reason_code}]')} {escape(report.log)}"
+                f"{where}: {escape(found.reason)}",
+                highlight=False,
+            )
         err.print(
-            "  [dim]hint:[/] the audit trail was altered or truncated after it was written; "
-            "compare with a synced copy or backup",
+            "  [dim]hint:[/] the audit trail or the lake was altered after it was written; "
+            "compare with a synced copy or backup (docs/runbook.md lists each code)",
             highlight=False,
         )
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.REJECTED)
+
+
+@receipts_app.command("export")
+def receipts_export(
+    out_file: Annotated[Path, typer.Argument(help="The NDJSON file to write (must not exist).")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write this home's receipts log as one NDJSON file (joins the segments of an s3:// home).
+
+    Example: runtime-facts receipts export /media/usb/signals-runtime-ingest.log
+    """
+    from runtime_facts.ops.receipts_verify import export_log
+
+    try:
+        result = export_log(_home(home), out_file)
+    except RuntimeFactsError as exc:
+        _fail(exc, json_out)
+        return
+    if _json(json_out):
+        _emit(result)
+    else:
+        out.print(
+            f"wrote {result['path']}: {result['receipts']} receipts, "
+            f"{result['checkpoints']} checkpoints",
+            highlight=False,
+        )
 
 
 # replay --------------------------------------------------------------------------------

@@ -65,6 +65,17 @@ class OfflineSettings(BaseModel):
     """Ed25519 public key (base64 raw or PEM path) that kit signatures are checked against."""
 
 
+class ReceiptsSettings(BaseModel):
+    """The receipts log's signed checkpoints and provenance (docs/airgap.md)."""
+
+    signing_key: str | None = None
+    """Site signing key: path of an Ed25519 private key file (`runtime-facts offline keygen`).
+    When set, the log carries DSSE-signed checkpoints and every accepted batch gets a signed
+    in-toto provenance statement under `receipts/provenance/`."""
+    checkpoint_every: int = Field(default=100, ge=1)
+    """Receipts of one tenant's chain between two checkpoints (besides one per ingest run)."""
+
+
 class ServeSettings(BaseModel):
     """The staging endpoint (`runtime-facts serve`)."""
 
@@ -106,6 +117,7 @@ class Settings(BaseSettings):
     score: ScoreSettings = ScoreSettings()
     retention: RetentionSettings = RetentionSettings()
     offline: OfflineSettings = OfflineSettings()
+    receipts: ReceiptsSettings = ReceiptsSettings()
     serve: ServeSettings = ServeSettings()
     schedule: str = "*/5 * * * *"
     """Cron schedule of the ingest DAG."""

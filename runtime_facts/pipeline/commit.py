@@ -22,6 +22,7 @@ from runtime_facts.errors import BatchRejected
 from runtime_facts.home import Home
 from runtime_facts.logs import log_batch
 from runtime_facts.stores.lake import RECEIPT_SCHEMA, sql_literal
+from runtime_facts.stores.receipts import mirror_app
 from transforms.fold import SUMMARY_COLUMNS, fold_facts, fold_summary, summarize_batch_stream
 from transforms.schema import INT64_MAX, SUBJECT
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from runtime_facts.pipeline.ingest import Prepared
 
 FOLD_APP = "runtime-facts.fold"
-RECEIPTS_APP = "runtime-facts.receipts"
+RECEIPTS_APP = "runtime-facts.receipts"  # the global chain of logs before per-tenant chains
 _INFLIGHT = "locks/inflight.json"
 # Subjects a fold touched whose states may not be recomputed yet (fold head version each),
 # written before the fold commits: a crash between fold and recompute loses no re-score.
@@ -153,16 +154,21 @@ def _receipt_rows(receipts: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def sync_receipts(home: Home) -> int:
-    """Bring `ingest_receipts` up to the log; returns how many receipts were mirrored."""
-    mirrored = home.lake.table("ingest_receipts").transaction_version(RECEIPTS_APP) or 0
-    last = home.receipts.last()
-    if last is None or last["sequence"] <= mirrored:
-        return 0
-    missing = [r for r in home.receipts.after(mirrored)]
-    home.lake.append(
-        "ingest_receipts", _receipt_rows(missing), txn=(RECEIPTS_APP, missing[-1]["sequence"])
-    )
-    return len(missing)
+    """Bring `ingest_receipts` up to the log, chain by chain (one app transaction per chain)."""
+    table = home.lake.table("ingest_receipts")
+    mirrored_total = 0
+    for chain, head in home.receipts.heads().items():
+        app = mirror_app(chain)
+        mirrored = table.transaction_version(app) or 0
+        if head.count <= mirrored:
+            continue
+        missing = home.receipts.after(chain, mirrored)
+        if missing:
+            home.lake.append(
+                "ingest_receipts", _receipt_rows(missing), txn=(app, missing[-1]["sequence"])
+            )
+            mirrored_total += len(missing)
+    return mirrored_total
 
 
 def reconcile(home: Home, now: datetime) -> None:

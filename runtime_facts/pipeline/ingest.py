@@ -376,6 +376,8 @@ def ingest(
             group = []
     if group:
         _commit(home, group, clock, summary, on_batch)
+    if summary.batches:
+        home.receipts.checkpoint(clock())  # with a signing key, every run ends signed
     if fold:
         result = fold_pending(home, clock())
         summary.facts_version = result.facts_version
