@@ -172,10 +172,10 @@ def _check_line(
         return ChainBreak(number, "line is not valid JSON")
     if not isinstance(doc, dict):
         return ChainBreak(number, "line is not a receipt object")
-    if (raw[:-1] if raw.endswith(b"\n") else raw) != canonical_json(doc):
-        return ChainBreak(number, "line is not in canonical form (bytes were edited)")
+    canonical = (raw[:-1] if raw.endswith(b"\n") else raw) == canonical_json(doc)
+    edited = ChainBreak(number, "line is not in canonical form (bytes were edited)")
     if is_checkpoint(doc):
-        return _check_checkpoint(doc, number, result, public_key)
+        return _check_checkpoint(doc, number, result, public_key) if canonical else edited
     chain = chain_of(doc)
     state = result.chains.setdefault(chain, ChainState())
     if doc.get("prev_receipt_sha256") != state.head:
@@ -190,6 +190,8 @@ def _check_line(
         return ChainBreak(
             number, "sequence number out of order (a receipt is missing)", tenant=chain
         )
+    if not canonical:
+        return ChainBreak(number, edited.reason, tenant=chain)
     state.head = str(doc["receipt_sha256"])
     state.count += 1
     result.receipts += 1
