@@ -110,11 +110,16 @@ def check_batches(home: Home, receipts: Iterable[dict[str, Any]]) -> list[LakeFi
     return findings
 
 
-def expected_facts(home: Home) -> pl.DataFrame:
-    """The fold of `runtime_fact_batches` from scratch, at the version the last fold reached."""
+def expected_facts(home: Home) -> pl.DataFrame | None:
+    """The fold of `runtime_fact_batches` from scratch, at the version the last fold reached.
+
+    Returns None when that version is no longer in the batch table's Delta log.
+    """
     folded = home.lake.table("runtime_facts").transaction_version(FOLD_APP)
     if folded is None:
         return pl.DataFrame()
+    if folded > home.lake.version("runtime_fact_batches"):
+        return None
     table = home.lake.table("runtime_fact_batches", folded)
     batches = pl.DataFrame(pl.from_arrow(table.to_pyarrow_table(columns=list(SUMMARY_COLUMNS))))
     return summarize_batch_rows(batches).with_columns(pl.col(c).cast(pl.Int64) for c in COUNTERS)
@@ -123,6 +128,15 @@ def expected_facts(home: Home) -> pl.DataFrame:
 def check_facts(home: Home, expired: set[tuple[str, str, str]]) -> list[LakeFinding]:
     """`runtime_facts` equals the fold of `runtime_fact_batches` (module docstring)."""
     expected = expected_facts(home)
+    if expected is None:
+        return [
+            LakeFinding(
+                Reason.LAKE_VERSION_MISSING,
+                "runtime_facts was folded from a runtime_fact_batches version that is no longer "
+                f"in its Delta log (current version {home.lake.version('runtime_fact_batches')})",
+                table="runtime_fact_batches",
+            )
+        ]
     actual = home.lake.read("runtime_facts").select(*FACT_KEY, *COMPARED)
     if expected.is_empty():
         if actual.is_empty():
