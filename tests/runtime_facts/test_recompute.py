@@ -144,9 +144,7 @@ def test_states_match_an_independent_bfs(home: Home, tmp_path: Path, clock: Cloc
     assert got["zz"] == "RO"
 
 
-def test_fact_version_counts_per_tenant_for_the_same_subject_key(
-    home: Home, clock: Clock
-) -> None:
+def test_fact_version_counts_per_tenant_for_the_same_subject_key(home: Home, clock: Clock) -> None:
     other = SubjectContext("globex", CTX.callgraph_id, scan_id=CTX.scan_id)
     assert other.subject_key == CTX.subject_key
     home.cas.put("runtime", _events(API), CTX)
