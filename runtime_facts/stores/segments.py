@@ -8,13 +8,15 @@ cost of an append does not grow with the log's history.
 
 A reader keeps, per stream, the last key it has read and lists only the keys after it
 (ListObjectsV2 `StartAfter`): a refresh costs one listing of the stream folders, one listing per
-stream (or one, for a single stream) and one GET per new segment.
+stream (or one, for a single stream) and one GET per new segment (up to `READERS` at once).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+READERS = 16  # concurrent GETs when a reader catches up on many segments
 NO_TENANT = "_none"  # stream of records without a tenant (tenants start with [a-z0-9])
 
 
@@ -52,8 +54,11 @@ class SegmentFolders:
         """Segments of a stream not read before, in name order: (name, bytes)."""
         folder = f"{self.root}/{stream}"
         keys = list(self.store.list(folder, start_after=self.last_key.get(stream)))
-        out = []
-        for key in keys:
-            out.append((key.rsplit("/", 1)[1], bytes(self.store.get(key))))
-            self.last_key[stream] = key
-        return out
+        if len(keys) > 1 and self.store.local_path(keys[0]) is None:
+            with ThreadPoolExecutor(max_workers=min(READERS, len(keys))) as pool:
+                bodies = list(pool.map(self.store.get, keys))  # in key order
+        else:
+            bodies = [self.store.get(key) for key in keys]
+        if keys:
+            self.last_key[stream] = keys[-1]
+        return [(k.rsplit("/", 1)[1], bytes(b)) for k, b in zip(keys, bodies, strict=True)]
