@@ -315,3 +315,16 @@ def test_signed_checkpoints_on_an_s3_home(
         hashlib.sha256(raw).hexdigest()
         == orjson.loads(out.read_bytes().splitlines()[1])["signatures"][0]["keyid"]
     )
+
+
+def test_verify_an_s3_home_itself(s3_home: Home, keys: KeyPair, clock: Clock) -> None:
+    receipts = ReceiptsSettings(signing_key=str(keys.private_key))
+    home = Home(s3_home.settings.model_copy(update={"receipts": receipts}))
+    for tenant in ("acme", "globex"):
+        data = _gz(f'{{"symbolId":"sym:{tenant}","hitCount":1}}\n'.encode())
+        home.cas.put("runtime", data, SubjectContext(tenant, "cg-1", scan_id="s"))
+    ingest(home, clock=clock)
+    report = verify_receipts(home, public_key=public_key_from(str(keys.public_key)))
+    assert report.ok, report.findings
+    assert (report.chains, report.checkpoints, report.table_rows) == (2, 2, 2)
+    assert (report.provenance_checked, report.lake_checked) == (2, True)
