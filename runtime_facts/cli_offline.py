@@ -313,7 +313,8 @@ def receipts_verify(
         unsigned = f", {tail} after the last checkpoint" if tail and report.checkpoints else ""
         lake = ", lake agrees" if report.lake_checked else ""
         out.print(
-            f"receipts ok: {report.receipts} receipts in {report.chains} chains"
+            f"receipts ok: {report.receipts} receipts in {report.chains} "
+            f"chain{'' if report.chains == 1 else 's'}"
             f"{signed}{unsigned}{table}{pending}{lake}",
             highlight=False,
         )

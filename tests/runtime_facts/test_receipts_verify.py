@@ -209,3 +209,19 @@ def test_a_home_with_a_log_from_before_per_tenant_chains_keeps_verifying(
     report = verify_receipts(home)
     assert report.first_break is not None
     assert report.first_break.line_number == 2
+
+
+def test_cli_export_writes_the_log_once(ingested: Home, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "usb" / "signals-runtime-ingest.log"
+    args = ["receipts", "export", str(out), "--home", str(ingested.root)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout)["receipts"] == 3
+    assert out.read_bytes() == ingested.receipts.path.read_bytes()
+    result = runner.invoke(app, ["receipts", "verify", str(out), "--home", str(ingested.root)])
+    assert result.exit_code == 0
+    assert "3 receipts in 1 chain," in result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2
+    assert "kit_output_exists" in again.output
