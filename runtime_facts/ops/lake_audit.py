@@ -8,8 +8,8 @@ Three checks, each naming what differs:
 2. `lake_batch_missing`: every batch whose receipt says `accepted` has exactly `key_count` rows
    in `runtime_fact_batches` (its rows were not removed from the table's log).
 3. `lake_facts_mismatch`: `runtime_facts` equals the fold of `runtime_fact_batches`, recomputed
-   from scratch with polars at the batch-table version the last fold recorded (the
-   `runtime-facts.fold` app transaction): per fact key the summed `hit_count` and
+   from scratch with polars at the batch-table version each tenant's last fold recorded (its
+   `runtime-facts.fold/<tenant>` app transaction): per fact key the summed `hit_count` and
    `event_count`, the number of batches, the first and last observation. Subjects that
    retention expired facts from (`receipts/retention.log`) are checked one way only: no fact
    row the batches do not explain, and no counter above what the batches hold.
@@ -27,7 +27,7 @@ import polars as pl
 
 from runtime_facts.errors import Reason
 from runtime_facts.home import Home
-from runtime_facts.pipeline.commit import FOLD_APP
+from runtime_facts.pipeline.fold import folded_through
 from transforms.fold import SUMMARY_COLUMNS, summarize_batch_rows
 from transforms.schema import FACT_KEY
 
@@ -110,24 +110,35 @@ def check_batches(home: Home, receipts: Iterable[dict[str, Any]]) -> list[LakeFi
     return findings
 
 
-def expected_facts(home: Home) -> pl.DataFrame | None:
-    """The fold of `runtime_fact_batches` from scratch, at the version the last fold reached.
+def expected_facts(home: Home, also: set[str] | None = None) -> pl.DataFrame | None:
+    """The fold of `runtime_fact_batches` from scratch: each tenant's rows at the batch-table
+    version its last fold reached (folds are per tenant).
 
-    Returns None when that version is no longer in the batch table's Delta log.
+    Returns None when such a version is no longer in the batch table's Delta log.
     """
-    folded = home.lake.table("runtime_facts").transaction_version(FOLD_APP)
-    if folded is None:
+    head = home.lake.version("runtime_fact_batches")
+    parts = []
+    for tenant in sorted(set(home.lake.tenants()) | (also or set())):
+        folded = folded_through(home, tenant)
+        if folded is None:
+            continue
+        if folded > head:
+            return None
+        table = home.lake.table("runtime_fact_batches", folded)
+        rows = table.to_pyarrow_table(
+            columns=list(SUMMARY_COLUMNS), filters=[("tenant", "=", tenant)]
+        )
+        parts.append(pl.DataFrame(pl.from_arrow(rows)))
+    if not parts:
         return pl.DataFrame()
-    if folded > home.lake.version("runtime_fact_batches"):
-        return None
-    table = home.lake.table("runtime_fact_batches", folded)
-    batches = pl.DataFrame(pl.from_arrow(table.to_pyarrow_table(columns=list(SUMMARY_COLUMNS))))
-    return summarize_batch_rows(batches).with_columns(pl.col(c).cast(pl.Int64) for c in COUNTERS)
+    summary = summarize_batch_rows(pl.concat(parts))
+    return summary.with_columns(pl.col(c).cast(pl.Int64) for c in COUNTERS)
 
 
 def check_facts(home: Home, expired: set[tuple[str, str, str]]) -> list[LakeFinding]:
     """`runtime_facts` equals the fold of `runtime_fact_batches` (module docstring)."""
-    expected = expected_facts(home)
+    actual = home.lake.read("runtime_facts").select(*FACT_KEY, *COMPARED)
+    expected = expected_facts(home, set(actual.get_column("tenant").unique().to_list()))
     if expected is None:
         return [
             LakeFinding(
@@ -137,7 +148,6 @@ def check_facts(home: Home, expired: set[tuple[str, str, str]]) -> list[LakeFind
                 table="runtime_fact_batches",
             )
         ]
-    actual = home.lake.read("runtime_facts").select(*FACT_KEY, *COMPARED)
     if expected.is_empty():
         if actual.is_empty():
             return []

@@ -17,6 +17,8 @@ uses (the same for a local and an `s3://` home):
 - `after(tenant, sequence)`: that chain's receipts with a higher sequence number, in order.
 - `heads()`: every chain's (count, head sha, checkpointed count).
 - `repair()`: cut a torn (newline-less) last line left by a crash; True if something was cut.
+- `restore(sealed)`: append an already sealed receipt verbatim (the pipeline's repair of a cut
+  or lost log from `ingest_receipts`); `size()`: how far the log reaches (bytes locally).
 - iteration: every receipt in log order; `entries()` also yields checkpoints; `lines()` the
   raw lines (what `verify_log` and `export` read); `since(cursor)` what `ReceiptIndex` reads.
 
@@ -277,7 +279,16 @@ class ReceiptLog(_Base):
         docs = [_parse(line) for line in data[:end].splitlines() if line.strip()]
         return docs, cursor + end
 
+    def size(self) -> int:
+        """The log's length in bytes (0 when it does not exist)."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def _refresh(self, tenant: Which = ANY) -> None:
+        if self._offset and self.size() < self._offset:  # cut or replaced: read it again
+            self._heads, self._offset = _Heads(), 0
         docs, self._offset = self.since(self._offset)
         for doc in docs:
             self._heads.add(doc)
@@ -379,6 +390,14 @@ class ReceiptLog(_Base):
             os.fsync(fd)
         self._provenance(sealed)
         return sealed
+
+    def restore(self, sealed: dict[str, Any]) -> None:
+        """Append an already sealed receipt verbatim (a repair from the lake's mirror)."""
+        with self._locked() as fd:
+            self._cut_torn(fd)
+            self._refresh()
+            self._write(fd, canonical_json(sealed) + b"\n")
+            os.fsync(fd)
 
     def checkpoint(self, now: datetime | None = None, tenant: Which = ANY) -> list[dict[str, Any]]:
         """Append a signed checkpoint for every chain (or one) with uncovered receipts."""
@@ -482,6 +501,19 @@ class ObjectReceiptLog(ReceiptLog):
         """Nothing to repair: a segment is created whole or not at all."""
         return False
 
+    def size(self) -> int:
+        """Entries found so far (segments are never removed by the product, so never less)."""
+        self._refresh()
+        return len(self._found)
+
+    def restore(self, sealed: dict[str, Any]) -> None:
+        """Create an already sealed receipt's segment again, verbatim (if it is absent)."""
+        stream = _stream(chain_of(sealed))
+        name = f"{int(sealed['sequence']):012d}{RECEIPT_SUFFIX}"
+        line = canonical_json(sealed) + b"\n"
+        if self.segments.create(stream, name, line):
+            self._saw(stream, name, line)
+
     def append(self, receipt: dict[str, Any]) -> dict[str, Any]:
         """Seal onto the tenant's chain and create its segment (if absent: never overwrites)."""
         tenant = receipt.get("tenant")
@@ -550,10 +582,17 @@ class ReceiptIndex:
         self.status: dict[str, str] = {}
         self.tenant_of: dict[str, str] = {}
         self.tenant_hits: dict[str, int] = {}
+        self.last_sequence: dict[ChainKey, int] = {}  # per chain (`LEGACY` for an old log)
         self.last: dict[str, Any] | None = None
 
     def refresh(self, tenant: Which = ANY) -> ReceiptIndex:
-        """Read receipts appended since the last refresh (on S3, of one tenant if given)."""
+        """Read receipts appended since the last refresh (on S3, of one tenant if given).
+
+        From the start again if the log shrank: it was cut or replaced, and a repair must see
+        what is really there.
+        """
+        if self.offset and self.log.size() < self.offset:
+            self.__init__(self.log)  # type: ignore[misc]
         docs, self.offset = self.log.since(self.offset, tenant)
         for doc in docs:
             if not is_checkpoint(doc):
@@ -564,6 +603,8 @@ class ReceiptIndex:
         sha = receipt.get("batch_sha256")
         status = receipt.get("status")
         self.last = receipt
+        if isinstance(receipt.get("sequence"), int):
+            self.last_sequence[chain_of(receipt)] = int(receipt["sequence"])
         if not isinstance(sha, str) or not isinstance(status, str):
             return
         if self.status.get(sha) != "accepted":  # accepted is final whatever follows

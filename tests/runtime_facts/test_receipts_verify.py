@@ -175,7 +175,7 @@ def test_a_home_with_a_log_from_before_per_tenant_chains_keeps_verifying(
 ) -> None:
     import hashlib
 
-    from runtime_facts.pipeline.commit import RECEIPTS_APP, _receipt_rows
+    from runtime_facts.pipeline.ledger import RECEIPTS_APP, receipt_rows
     from runtime_facts.stores.chain import GENESIS, canonical_json
 
     prev, old = GENESIS, []
@@ -195,7 +195,7 @@ def test_a_home_with_a_log_from_before_per_tenant_chains_keeps_verifying(
     home.receipts.path.parent.mkdir(parents=True)
     home.receipts.path.write_bytes(b"".join(canonical_json(r) + b"\n" for r in old))
     home.ensure_lake()
-    home.lake.append("ingest_receipts", _receipt_rows(old), txn=(RECEIPTS_APP, 3))
+    home.lake.append("ingest_receipts", receipt_rows(old), txn=(RECEIPTS_APP, 3))
     stage('{"symbolId":"a","hitCount":1}\n')
     ingest(home, clock=clock)  # the new code appends onto acme's own chain
     new = home.receipts.last("acme")
