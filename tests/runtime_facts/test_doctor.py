@@ -62,7 +62,7 @@ def test_healthy_home_passes(facts: FixtureHome) -> None:
     assert {c["status"] for c in doc["checks"]} <= {"ok", "warn"}
     lake = _check(doc, "lake")["details"]["tables"]
     assert lake["runtime_facts"] == {
-        "version": 2,
+        "version": facts.home.lake.version("runtime_facts"),  # one fold commit per tenant
         "files": lake["runtime_facts"]["files"],
         "rows": 10,
     }
