@@ -77,6 +77,17 @@ class S3Settings(BaseModel):
     `aws_session_token`. Unset: the standard `AWS_*` variables (what the CLI uses)."""
 
 
+class ReceiptsSettings(BaseModel):
+    """The receipts log's signed checkpoints and provenance (docs/airgap.md)."""
+
+    signing_key: str | None = None
+    """Site signing key: path of an Ed25519 private key file (`runtime-facts offline keygen`).
+    When set, the log carries DSSE-signed checkpoints and every accepted batch gets a signed
+    in-toto provenance statement under `receipts/provenance/`."""
+    checkpoint_every: int = Field(default=100, ge=1)
+    """Receipts of one tenant's chain between two checkpoints (besides one per ingest run)."""
+
+
 class ServeSettings(BaseModel):
     """The staging endpoint (`runtime-facts serve`)."""
 
@@ -133,6 +144,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     offline: OfflineSettings = OfflineSettings()
     s3: S3Settings = S3Settings()
+    receipts: ReceiptsSettings = ReceiptsSettings()
     serve: ServeSettings = ServeSettings()
     airflow: AirflowSettings = AirflowSettings()
     schedule: str = "*/5 * * * *"

@@ -46,24 +46,33 @@ def receipts_verify(
     ctx: typer.Context,
     log: Annotated[
         Path | None,
-        typer.Argument(help="A receipts log (default: this home's; also checks the table)."),
+        typer.Argument(help="A receipts log (default: this home's; also checks table and lake)."),
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key",
+            help="The site's Ed25519 public key (base64 or key file): checkpoints must verify.",
+        ),
     ] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify the receipts hash chain and that ingest_receipts agrees with the log.
+    """Verify the receipts chains and checkpoints; on this home also the table and the lake.
 
-    Exit 0 when intact (or when nothing was ever ingested), 3 naming the first broken line,
-    4 when the home or LOG does not exist, or this home's log is missing or empty though
-    its ingest_receipts table holds receipts.
+    Exit 0 when intact (or when nothing was ever ingested), 3 naming the findings, 4 when
+    the home or LOG does not exist, or this home's log is missing or empty though its
+    ingest_receipts table holds receipts.
 
-    Example: runtime-facts receipts verify ./synced/signals-runtime-ingest.log
+    Example: runtime-facts receipts verify ./synced/signals-runtime-ingest.log --public-key site.pub
     """
     from runtime_facts.ops.receipts_verify import verify_receipts
+    from runtime_facts.stores.offline_kit import public_key_from
 
     st = state(ctx)
     h = st.open_home(home, must_exist=log is None)
-    report = verify_receipts(h, log)
+    key = public_key_from(public_key) if public_key else None
+    report = verify_receipts(h, log, public_key=key)
     own_log_empty = log is None and not h.remote and report.receipts == 0
     if own_log_empty and report.table_rows:
         raise NotFoundError(
@@ -77,23 +86,62 @@ def receipts_verify(
         table = f", table agrees ({report.table_rows} rows)" if report.table_checked else ""
         pending = f", {report.unmirrored} not yet mirrored" if report.unmirrored else ""
         new = " (nothing ingested in this home yet)" if own_log_empty else ""
-        st.out.print(
-            f"receipts ok: {report.receipts} receipts{table}{pending}{new}", highlight=False
+        signed = f", {report.checkpoints} checkpoints" + (
+            " signed by the key" if report.signatures_checked else " (signatures not checked)"
         )
-    else:
-        found = report.first_break
-        where = f"line {found.line_number}" if found.line_number else f"sequence {found.sequence}"
-        st.err.print(
-            f"[bold red]error[/] {escape(f'[{found.reason_code}]')} {escape(report.log)} "
-            f"{where}: {escape(found.reason)}",
+        tail = sum(report.unsigned_tail.values())
+        unsigned = f", {tail} after the last checkpoint" if tail and report.checkpoints else ""
+        lake = ", lake agrees" if report.lake_checked else ""
+        st.out.print(
+            f"receipts ok: {report.receipts} receipts in {report.chains} "
+            f"chain{'' if report.chains == 1 else 's'}"
+            f"{signed}{unsigned}{table}{pending}{lake}{new}",
             highlight=False,
         )
+    else:
+        for found in report.findings:
+            where = (
+                f" line {found.line_number}"
+                if found.line_number
+                else (f" sequence {found.sequence}" if found.sequence else "")
+            )
+            st.err.print(
+                f"[bold red]error[/] {escape(f'[{found.reason_code}]')} {escape(report.log)}"
+                f"{where}: {escape(found.reason)}",
+                highlight=False,
+            )
         st.err.print(
-            "  [dim]hint:[/] the audit trail was altered or truncated after it was written; "
-            "compare with a synced copy or backup",
+            "  [dim]hint:[/] the audit trail or the lake was altered after it was written; "
+            "compare with a synced copy or backup (docs/runbook.md lists each code)",
             highlight=False,
         )
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.REJECTED)
+
+
+@receipts_app.command("export")
+@handles_errors
+def receipts_export(
+    ctx: typer.Context,
+    out_file: Annotated[Path, typer.Argument(help="The NDJSON file to write (must not exist).")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write this home's receipts log as one NDJSON file (joins the segments of an s3:// home).
+
+    Example: runtime-facts receipts export /media/usb/signals-runtime-ingest.log
+    """
+    from runtime_facts.ops.receipts_verify import export_log
+
+    st = state(ctx)
+    result = export_log(st.open_home(home, must_exist=True), out_file)
+    if st.wants_json(json_out):
+        st.emit(result)
+    else:
+        st.out.print(
+            f"wrote {result['path']}: {result['receipts']} receipts, "
+            f"{result['checkpoints']} checkpoints",
+            highlight=False,
+        )
 
 
 # replay --------------------------------------------------------------------------------

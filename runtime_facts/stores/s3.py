@@ -6,9 +6,10 @@ home works against AWS S3, MinIO, Ceph or a local test server; inside Airflow, f
 Connection named by `s3.aws_conn_id` (`RUNTIME_FACTS__S3__AWS_CONN_ID`) when it is set.
 
 Safety rests on two S3 primitives every current implementation has: `If-None-Match: *`
-(create only if absent: CAS objects are never overwritten, and only one process can hold the
-lock) and `If-Match: <etag>` (replace only what was read: appends to shared logs never lose a
-concurrent writer's line, and an expired lock is taken over by exactly one process).
+(create only if absent: CAS objects and log segments are never overwritten, and only one
+process can hold the lock) and `If-Match: <etag>` (replace only what was read: an expired lock
+is taken over by exactly one process). Shared logs are never rewritten: each append is a new
+segment object (`runtime_facts.stores.segments`), so its cost does not grow with history.
 """
 
 from __future__ import annotations
@@ -282,33 +283,38 @@ class S3ObjectStore:
             raise
         return True
 
-    def append(self, key: str, data: bytes) -> None:
-        """Append by compare-and-swap on the whole object; a concurrent append is retried."""
-        for _ in range(100):
-            etag: str | None
-            try:
-                current, etag = self.get_with_etag(key)
-            except FileNotFoundError:
-                current, etag = b"", None
-            if self.replace(key, current + data, etag):
-                return
-            time.sleep(0.01)
-        raise TimeoutError(f"could not append to {key}: too much contention")
-
     def delete(self, key: str) -> None:
         """Remove an object if present."""
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def list(self, prefix: str) -> Iterator[str]:
-        """Keys directly under a prefix folder, sorted."""
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[str]:
+        """Keys directly under a prefix folder, sorted; only those after `start_after`.
+
+        `start_after` is passed to the server (ListObjectsV2 `StartAfter`), so an incremental
+        reader of an append-only folder lists only what is new.
+        """
         folder = self._key(prefix.rstrip("/")) + "/"
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": folder, "Delimiter": "/"}
+        if start_after is not None:
+            args["StartAfter"] = self._key(start_after)
         paginator = self.client.get_paginator("list_objects_v2")
         keys: list[str] = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder, Delimiter="/"):
+        for page in paginator.paginate(**args):
             keys.extend(item["Key"] for item in page.get("Contents", []))
         base = f"{self.prefix}/" if self.prefix else ""
         for key in sorted(keys):
             yield key.removeprefix(base)
+
+    def folders(self, prefix: str) -> tuple[str, ...]:
+        """Names of the folders (common prefixes) directly under a prefix folder, sorted."""
+        folder = self._key(prefix.rstrip("/")) + "/"
+        paginator = self.client.get_paginator("list_objects_v2")
+        names: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder, Delimiter="/"):
+            names.extend(
+                p["Prefix"][len(folder) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+            )
+        return tuple(sorted(names))
 
 
 class Fence(Protocol):
