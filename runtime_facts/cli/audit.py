@@ -82,10 +82,11 @@ def receipts_verify(
         )
     if st.wants_json(json_out):
         st.emit(report.to_dict())
+    elif own_log_empty and report.first_break is None:
+        st.out.print("receipts ok: 0 receipts (nothing ingested in this home yet)", highlight=False)
     elif report.first_break is None:
         table = f", table agrees ({report.table_rows} rows)" if report.table_checked else ""
         pending = f", {report.unmirrored} not yet mirrored" if report.unmirrored else ""
-        new = " (nothing ingested in this home yet)" if own_log_empty else ""
         signed = f", {report.checkpoints} checkpoints" + (
             " signed by the key" if report.signatures_checked else " (signatures not checked)"
         )
@@ -95,7 +96,7 @@ def receipts_verify(
         st.out.print(
             f"receipts ok: {report.receipts} receipts in {report.chains} "
             f"chain{'' if report.chains == 1 else 's'}"
-            f"{signed}{unsigned}{table}{pending}{lake}{new}",
+            f"{signed}{unsigned}{table}{pending}{lake}",
             highlight=False,
         )
     else:

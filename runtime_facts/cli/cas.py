@@ -162,6 +162,12 @@ def cas_put(
                 if not as_json:
                     sys.stdout.write(result.uri + "\n")
             advance()
+    staged = [d["uri"] for d in docs if "uri" in d]
+    if staged:
+        from runtime_facts.stores.airflow_api import RUNTIME_ASSET, announce_staged
+
+        extra = {"source": "cas put", "tenant": tenant, "batches": len(staged)}
+        announce_staged(target.settings.airflow, RUNTIME_ASSET, {**extra, "casUris": staged[:100]})
     if as_json:
         st.emit(docs)
     else:
@@ -247,6 +253,14 @@ def cas_put_graph(
         if recompute
         else []
     )
+    if not recompute:  # let Airflow's reachability_recompute re-score the subjects
+        from runtime_facts.stores.airflow_api import GRAPHS_ASSET, announce_staged
+
+        announce_staged(
+            target.settings.airflow,
+            GRAPHS_ASSET,
+            {"tenant": tenant, "callgraphId": staged.callgraph_id, "casUri": staged.uri},
+        )
     if st.wants_json(json_out):
         st.emit({**staged.__dict__, "recomputed_subjects": changed})
     else:

@@ -158,14 +158,17 @@ def offline_load(
     Example: runtime-facts offline load /media/usb/kit-s-42 --tenant acme
     """
     from runtime_facts.ops.offline import load_kit
+    from runtime_facts.stores.airflow_api import RUNTIME_ASSET, announce_staged
     from runtime_facts.stores.cas import cas_uri
 
     st = state(ctx)
+    target = st.open_home(home)
     with st.spinner(f"verifying and loading {kit}", json_out):
-        shas = load_kit(
-            st.open_home(home), kit, tenant=tenant, sealed=sealed, public_key=public_key
-        )
+        shas = load_kit(target, kit, tenant=tenant, sealed=sealed, public_key=public_key)
     uris = [cas_uri("runtime", sha) for sha in shas]
+    if uris:
+        extra = {"source": "offline-kit", "kit": str(kit), "batches": len(uris)}
+        announce_staged(target.settings.airflow, RUNTIME_ASSET, {**extra, "casUris": uris[:100]})
     if st.wants_json(json_out):
         st.emit({"loaded": uris})
     else:

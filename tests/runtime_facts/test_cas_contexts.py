@@ -113,8 +113,8 @@ def test_concurrent_cli_puts_in_separate_processes_exit_0_once_and_3_otherwise(
     winner = next(i for i, (code, _) in enumerate(results) if code == 0)
     for code, out in results:
         if code == 3:
-            assert json.loads(out)["error"] == "context_conflict"
-    sha = json.loads(results[winner][1])["sha256"]
+            assert [r["error"] for r in json.loads(out)] == ["context_conflict"]
+    sha = json.loads(results[winner][1])[0]["sha256"]
     recorded = json.loads((home / f"cas/reachability/runtime/{sha}{CONTEXT_SUFFIX}").read_bytes())
     assert recorded["subject"] == {"scanId": f"s-{winner}"}
 

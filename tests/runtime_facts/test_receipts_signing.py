@@ -14,7 +14,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.config import ReceiptsSettings, Settings
 from runtime_facts.home import Home
 from runtime_facts.ops.offline import KeyPair, keygen
