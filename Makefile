@@ -9,18 +9,18 @@ export RUNTIME_FACTS_HOME ?= $(CURDIR)/var
 AIRFLOW_HOME ?= $(CURDIR)/airflow-home
 ARGS ?= --help
 
-.PHONY: help setup demo test lint bench ci airflow run clean
+.PHONY: help setup demo distributed-demo test lint bench ci airflow run clean
 
 help: ## Show this help (colours only on a terminal, and not with NO_COLOR)
 	@if [ -t 1 ] && [ -z "$${NO_COLOR:-}" ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
 	grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
-	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-10s%s %s\n", on, $$1, off, $$2}'
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-17s%s %s\n", on, $$1, off, $$2}'
 
 # uv is bootstrapped only when the environment has to be (re)built, so targets run from a shell
 # without uv once .venv is in sync.
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null || test -x "$(UV)" || $(PY) -m pip install --quiet --user "uv==$(UV_VERSION)" || $(PY) -m pip install --quiet "uv==$(UV_VERSION)"
-	@"$$(command -v uv || echo $(UV))" sync --frozen --all-groups
+	@"$$(command -v uv || echo $(UV))" sync --frozen --all-groups --all-extras
 	@touch $@
 
 $(AIRFLOW_HOME)/airflow.cfg: .venv/.synced
@@ -30,6 +30,14 @@ setup: .venv/.synced $(AIRFLOW_HOME)/airflow.cfg ## Create the locked environmen
 
 demo: setup ## Stage the bundled fixtures, run the ingest end to end, print what landed
 	@AIRFLOW_HOME="$(AIRFLOW_HOME)" .venv/bin/python -m runtime_facts.demo
+
+# The demo's home: RUNTIME_FACTS_HOME when set in the environment (a folder or s3://...),
+# else the moto S3 server; not this Makefile's ./var default.
+DISTRIBUTED_HOME := $(if $(filter environment command,$(firstword $(origin RUNTIME_FACTS_HOME))),$(RUNTIME_FACTS_HOME),s3)
+
+distributed-demo: setup ## Airflow on Celery (2 workers), Postgres, Redis, moto S3: ingest two tenants, check
+	@bash scripts/distributed-deps.sh
+	@RUNTIME_FACTS_HOME="$(DISTRIBUTED_HOME)" .venv/bin/python -m runtime_facts.distributed.demo
 
 test: setup ## Run every test (slow ones included)
 	@bash scripts/ensure-chromium.sh

@@ -7,9 +7,10 @@ Every ```bash block carries one mark after the language:
   plain shell and nothing of runtime-facts or Airflow in the environment, as a newcomer
   following the document would. A `# -> TEXT` line says the block prints a line containing
   TEXT (`<name>` stands for one word, `...` for anything).
-* `needs=airflow`, `needs=s3`, `needs=long`: not run here, reported as skipped with the
-  reason: it needs a running Airflow deployment, an object store, or minutes of work (the
-  demo and the suite, which their own tests cover).
+* `needs=airflow`, `needs=s3`, `needs=long`, `needs=values`: not run here, reported as
+  skipped with the reason: it needs a running Airflow deployment, an object store, minutes
+  of work (the demo and the suite, which their own tests cover), or values only the reader
+  has (a synopsis with a digest or a path to fill in).
 
 A block without a mark fails `test_every_shell_example_is_marked`.
 """
@@ -30,6 +31,7 @@ NEEDS = {
     "airflow": "a running Airflow deployment",
     "s3": "an object store and its credentials",
     "long": "minutes of work (covered by its own tests)",
+    "values": "values to fill in (a digest, a path): a synopsis",
 }
 # Local state of a working copy that a newcomer's clone does not have.
 NOT_IN_A_CLONE = {".git", "var", "airflow-home", "test-artifacts", ".cache", "batches"}
@@ -103,7 +105,7 @@ def test_every_shell_example_is_marked() -> None:
         if not ("run" in b.marks or (need(b) in NEEDS and len(b.marks) == 1))
     ]
 
-    assert unmarked == [], "mark each ```bash block `run` or `needs=airflow|s3|long`"
+    assert unmarked == [], "mark each ```bash block `run` or `needs=airflow|s3|long|values`"
     assert any("run" in b.marks for b in shell_blocks() if b.doc == "README.md")
     assert any("run" in b.marks for b in shell_blocks() if b.doc == "docs/runbook.md")
 
