@@ -86,7 +86,9 @@ def _fail(exc: RuntimeFactsError, json_out: bool) -> None:
 
 @cas_app.command("put")
 def cas_put(
-    file: Annotated[Path, typer.Argument(help="A gzip NDJSON batch (.ndjson.gz).")],
+    file: Annotated[
+        Path, typer.Argument(help="A batch: .ndjson.gz, or .ndjson text (gzipped at staging).")
+    ],
     tenant: Annotated[str, typer.Option(help="Tenant, lower-case [a-z0-9][a-z0-9._-]*.")],
     callgraph_id: Annotated[
         str, typer.Option("--callgraph-id", help="Callgraph the batch belongs to.")
@@ -112,9 +114,11 @@ def cas_put(
         _fail(exc, json_out)
         return
     if json_out or STATE.json:
-        _emit({**result.__dict__, "subject_key": ctx.subject_key}, True)
+        _emit(result.to_json(), True)
     else:
         sys.stdout.write(result.uri + "\n")
+        if result.gzipped_here:
+            err.print("[dim]plain NDJSON: staged gzip-compressed (the URI is of the gzip)[/]")
         if not result.created:
             err.print("[dim]already staged: nothing written[/]")
 

@@ -48,9 +48,7 @@ def serve(
     """
     if ctx.invoked_subcommand is not None:
         return
-    import uvicorn
-
-    from runtime_facts.api import create_app
+    from runtime_facts.api.server import serve as serve_endpoint
     from runtime_facts.cli import _home
     from runtime_facts.logs import configure_logging
 
@@ -65,19 +63,9 @@ def serve(
     serve_cfg = h.settings.serve.model_copy(update=update)
     h.settings = h.settings.model_copy(update={"serve": serve_cfg})
     configure_logging()
-    app = create_app(h)
-    problem = app.state.api.tokens.problem()
-    if problem:
-        err.print(f"[yellow]warning[/] {escape(problem)}: protected routes will answer 401/503")
-    config = uvicorn.Config(
-        app,
-        host=serve_cfg.host,
-        port=serve_cfg.port,
-        log_level=log_level,
-        limit_concurrency=serve_cfg.max_concurrency,
-        server_header=False,
+    serve_endpoint(
+        h, log_level=log_level, warn=lambda text: err.print(f"[yellow]warning[/] {escape(text)}")
     )
-    uvicorn.Server(config).run()
 
 
 @token_app.command("add")
