@@ -168,7 +168,7 @@ def cas_put_graph(
 
     Example: runtime-facts cas put-graph graph.json.gz --tenant acme
     """
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
     from runtime_facts.pipeline.score import recompute as recompute_job
     from runtime_facts.stores.graphs import stage_graph
 
@@ -206,7 +206,7 @@ def recompute_cmd(
 
     Example: runtime-facts recompute --tenant acme --callgraph-id cg-1 --subject scan:s-42
     """
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
     from runtime_facts.pipeline.score import recompute
 
     try:
@@ -267,7 +267,9 @@ def ingest_cmd(
 
     Example: runtime-facts ingest --tenant acme    ·    runtime-facts ingest --from ./kit
     """
-    from runtime_facts.pipeline.ingest import BatchOutcome, discover_pending, ingest
+    from runtime_facts.pipeline.ingest import ingest
+    from runtime_facts.pipeline.outcomes import BatchOutcome
+    from runtime_facts.pipeline.prepare import discover_pending
 
     h = _home(home)
     quiet = json_out or STATE.json

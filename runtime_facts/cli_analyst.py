@@ -195,7 +195,7 @@ def report_cmd(
 
     Example: runtime-facts report --tenant acme --out report.html
     """
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
     from runtime_facts.report import write_report
 
     as_json = _json(json_out)
@@ -236,7 +236,7 @@ def doctor_cmd(
     Example: runtime-facts doctor --sample 50 --json
     """
     from runtime_facts.ops.doctor import run_doctor
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
 
     as_json = _json(json_out)
     try:

@@ -117,7 +117,7 @@ def offline_export(
     Example: runtime-facts offline export --tenant acme --scan-id s-42 --out kit-s-42 --key k.key
     """
     from runtime_facts.ops.offline import export_kit
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
     from runtime_facts.stores.offline_kit import MANIFEST, SIGNATURE, parse_manifest
 
     try:

@@ -30,6 +30,9 @@ class IngestSettings(BaseModel):
     """Sealed mode: only batches with a verified CAS digest (and signed kits) are accepted."""
     workers: int = 2
     """Batches validated in parallel by one `ingest` process."""
+    lock_lease_seconds: float = 120.0
+    """Lease of a commit-domain lock on an object-store home; renewed every third of it while
+    held. A holder that could not renew for three quarters of it stops writing."""
 
 
 class ScoreSettings(BaseModel):

@@ -55,9 +55,12 @@ class Reason(StrEnum):
     NO_TABLES = "no_tables"
     CONTEXT_CONFLICT = "context_conflict"
     INVALID_CONTEXT = "invalid_context"
+    CONTEXT_MISSING = "context_missing"
     TENANT_MISMATCH = "tenant_mismatch"
     SEALED_MODE_EVIDENCE_INVALID = "sealed_mode_evidence_invalid"
     RECEIPT_CHAIN_BROKEN = "receipt_chain_broken"
+    # commit domains (one per tenant)
+    COMMIT_LOCK_LOST = "commit_lock_lost"
     # offline kits, receipts verification, replay (air gap)
     KIT_NOT_FOUND = "kit_not_found"
     KIT_NOT_A_DIRECTORY = "kit_not_a_directory"
@@ -138,6 +141,10 @@ class NotFoundError(RuntimeFactsError):
     """A CAS object, subject or table does not exist."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class LockLostError(RuntimeFactsError):
+    """A commit domain's lease lapsed or was taken over: this holder must not write."""
 
 
 class BatchRejected(RejectedError):

@@ -17,11 +17,19 @@ from runtime_facts.stores.lake import Lake
 from runtime_facts.stores.objects import LocalObjectStore
 from runtime_facts.stores.outbox import Outbox
 from runtime_facts.stores.receipts import ObjectReceiptLog, ReceiptIndex, ReceiptLog
-from runtime_facts.stores.s3 import S3Lock, S3ObjectStore, storage_options
+from runtime_facts.stores.s3 import (
+    LOCAL_FENCE,
+    Fence,
+    MultiFence,
+    S3Lock,
+    S3ObjectStore,
+    storage_options,
+)
+from runtime_facts.subject import validate_tenant
 
 RECEIPTS_LOG = "receipts/signals-runtime-ingest.log"
 OUTBOX_LOG = "outbox/signals.fact.updated.v1.ndjson"
-LOCK_KEY = "locks/commit.lock"
+HOME_LOCK_KEY = "locks/home.lock"
 
 
 class Home:
@@ -95,27 +103,84 @@ class Home:
         return path
 
     def ensure_lake(self) -> Lake:
-        """The lake, with every table created (under the lock: creation must not race)."""
+        """The lake, with every table created (under the home lock: creation must not race)."""
         if not self.lake.exists():
             with self.commit_lock():
                 self.lake.ensure()
         return self.lake
 
-    @contextlib.contextmanager
-    def commit_lock(self) -> Iterator[None]:
-        """Serialize the short commit phase across processes (validation runs outside it)."""
+    def tenants(self) -> list[str]:
+        """Tenants with a partition in the lake or a commit domain, sorted."""
+        names: set[str] = set()
+        if self.lake.exists():
+            names.update(self.lake.tenants())
+        names.update(self._lock_tenants())
+        return sorted(names)
+
+    def _lock_tenants(self) -> list[str]:
+        prefix = "locks/tenants"
         if isinstance(self.objects, S3ObjectStore):
-            lock = S3Lock(self.objects, LOCK_KEY)
-            lock.acquire()
-            try:
-                yield
-            finally:
-                lock.release()
+            keys = self.objects.list(prefix)
+        else:
+            folder = self.root / prefix
+            keys = (
+                iter(sorted(p.name for p in folder.glob("*.lock"))) if folder.exists() else iter(())
+            )
+        return [k.rsplit("/", 1)[-1].removesuffix(".lock") for k in keys if k.endswith(".lock")]
+
+    @contextlib.contextmanager
+    def commit_lock(self, tenant: str | None = None) -> Iterator[Fence]:
+        """A commit domain: one tenant's (concurrent with other tenants), or the whole home.
+
+        Tenant commits (batch rows, receipts, fold, states of that tenant) hold that tenant's
+        lock; operations that span tenants (table creation, retention, compaction) hold the
+        home lock, which waits for every tenant commit in progress and blocks new ones. The
+        yielded fence raises `LockLostError` once the lock can no longer be trusted (an S3
+        lease that lapsed or was taken over); writers check it before each durable write.
+        """
+        if tenant is not None:
+            validate_tenant(tenant)
+        if isinstance(self.objects, S3ObjectStore):
+            with self._s3_lock(tenant) as fence:
+                yield fence
             return
-        lock_path = self.path("locks", "commit.lock")
-        with lock_path.open("a") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        with self._local_lock(tenant):
+            yield LOCAL_FENCE
+
+    @contextlib.contextmanager
+    def _local_lock(self, tenant: str | None) -> Iterator[None]:
+        with self.path("locks", "home.lock").open("a") as home_handle:
+            # Shared for a tenant commit, exclusive for a home-wide operation.
+            fcntl.flock(home_handle.fileno(), fcntl.LOCK_EX if tenant is None else fcntl.LOCK_SH)
             try:
-                yield
+                if tenant is None:
+                    yield
+                    return
+                with self.path("locks", "tenants", f"{tenant}.lock").open("a") as handle:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                    try:
+                        yield
+                    finally:
+                        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(home_handle.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _s3_lock(self, tenant: str | None) -> Iterator[Fence]:
+        assert isinstance(self.objects, S3ObjectStore)
+        lease = self.settings.ingest.lock_lease_seconds
+        names = [tenant] if tenant is not None else self.tenants()
+        with contextlib.ExitStack() as stack:
+            locks = []
+            if tenant is None:
+                home_lock = S3Lock(self.objects, HOME_LOCK_KEY, lease_seconds=lease)
+                stack.enter_context(home_lock)
+                locks.append(home_lock)
+            else:
+                # A home-wide operation in progress holds the home lease: wait for it.
+                S3Lock(self.objects, HOME_LOCK_KEY, lease_seconds=lease).wait_free()
+            for name in sorted(names):  # one order everywhere: no deadlock between homes' ops
+                lock = S3Lock(self.objects, f"locks/tenants/{name}.lock", lease_seconds=lease)
+                stack.enter_context(lock)
+                locks.append(lock)
+            yield MultiFence(locks)

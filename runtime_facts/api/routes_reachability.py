@@ -137,7 +137,7 @@ async def _trigger_dag(state: ApiState, req: RecomputeRequest) -> dict[str, Any]
 )
 async def post_recompute(request: Request, credentials: Credentials) -> Response:
     """Triggers `reachability_recompute` in Airflow, or runs the job here."""
-    from runtime_facts.pipeline.ingest import utc_now
+    from runtime_facts.pipeline.outcomes import utc_now
     from runtime_facts.pipeline.score import recompute
 
     state = api_state(request)

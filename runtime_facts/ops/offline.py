@@ -22,7 +22,14 @@ import orjson
 
 from runtime_facts.errors import NotFoundError, Reason, RejectedError, UsageError
 from runtime_facts.home import Home
-from runtime_facts.pipeline.ingest import BatchOutcome, Clock, IngestSummary, ingest, utc_now
+from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.outcomes import (
+    BatchOutcome,
+    Clock,
+    IngestOptions,
+    IngestSummary,
+    utc_now,
+)
 from runtime_facts.stores.cas import sha256_hex
 from runtime_facts.stores.offline_kit import (
     MANIFEST,
@@ -488,3 +495,40 @@ def sign_kit(kit_path: Path, private_key: Path) -> tuple[Path, str]:
     finally:
         tmp.unlink(missing_ok=True)
     return sig_path, raw_b64(key.public_key())
+
+
+def verify_kit_task(home: Home, options: IngestOptions, kit_path: Path) -> dict[str, Any]:
+    """`verify_kit` for a DAG task: a bad kit fails the run without retries (no retry helps);
+    the per-file listing goes to the task log, the XCom carries the kit's identity only."""
+    import logging
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from runtime_facts.pipeline.publish import to_jsonable
+
+    sealed = options.sealed_mode(home.settings.ingest)
+    try:
+        report = verify_kit(home, kit_path, tenant=options.tenant, sealed=sealed)
+    except (NotFoundError, RejectedError, UsageError) as exc:
+        raise AirflowFailException(str(exc)) from exc
+    doc: dict[str, Any] = to_jsonable(report)
+    log = logging.getLogger("airflow.task")
+    for entry in doc.get("files") or []:
+        log.info("verified %s sha256=%s", entry.get("path"), entry.get("sha256"))
+    return {**doc, "files": len(doc.get("files") or []), "receipts": len(doc.get("receipts") or [])}
+
+
+def load_kit_task(
+    home: Home, options: IngestOptions, kit_path: Path, max_chunks: int
+) -> list[list[str]]:
+    """`load_kit` for a DAG task: the kit's batches in chunks for mapping."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from runtime_facts.pipeline.ingest import plan_chunks
+
+    sealed = options.sealed_mode(home.settings.ingest)
+    try:
+        shas = load_kit(home, kit_path, tenant=options.tenant, sealed=sealed)
+    except (NotFoundError, RejectedError, UsageError) as exc:
+        raise AirflowFailException(str(exc)) from exc
+    return plan_chunks(sorted(set(shas)), max_chunks)

@@ -18,7 +18,7 @@ import orjson
 
 from runtime_facts.errors import NotFoundError, Reason
 from runtime_facts.home import Home
-from runtime_facts.pipeline.commit import RECEIPTS_APP
+from runtime_facts.pipeline.ledger import RECEIPTS_APP, receipts_app
 from runtime_facts.stores.receipts import verify_chain
 
 # Fields the log and `ingest_receipts` both hold verbatim.
@@ -100,11 +100,15 @@ def verify_receipts(home: Home, log_path: Path | None = None) -> ReceiptsReport:
         )
     report = ReceiptsReport(log=str(path))
     table: list[dict[str, Any]] = []
-    mirrored = 0
+    mirrored: dict[str | None, int] = {}
     if is_own and home.lake.exists():
         # Table first: the log can then only be ahead of it, never behind, during a live run.
-        mirrored = home.lake.table("ingest_receipts").transaction_version(RECEIPTS_APP) or 0
+        receipts_table = home.lake.table("ingest_receipts")
+        legacy = receipts_table.transaction_version(RECEIPTS_APP) or 0
+        mirrored[None] = legacy
         table = home.lake.read("ingest_receipts").select(*COMPARED, "sequence").to_dicts()
+        for name in {str(r["tenant"]) for r in table if r.get("tenant")} | set(home.tenants()):
+            mirrored[name] = receipts_table.transaction_version(receipts_app(name)) or legacy
         report.table_checked = True
         report.table_rows = len(table)
     count, chain_break = verify_chain(_lines(path))
@@ -126,13 +130,14 @@ def verify_receipts(home: Home, log_path: Path | None = None) -> ReceiptsReport:
 
 
 def _compare(
-    path: Path, table: list[dict[str, Any]], mirrored: int, report: ReceiptsReport
+    path: Path, table: list[dict[str, Any]], mirrored: dict[str | None, int], report: ReceiptsReport
 ) -> Finding | None:
     findings: list[Finding] = []
-    rows: dict[int, dict[str, Any]] = {}
+    rows: dict[tuple[str | None, int], dict[str, Any]] = {}
     for entry in table:
         seq = int(entry["sequence"])
-        if seq in rows:
+        key = (entry.get("tenant"), seq)
+        if key in rows:
             findings.append(
                 Finding(
                     Reason.RECEIPTS_TABLE_MISMATCH,
@@ -140,17 +145,18 @@ def _compare(
                     sequence=seq,
                 )
             )
-        rows[seq] = entry
-    seen: set[int] = set()
+        rows[key] = entry
+    seen: set[tuple[str | None, int]] = set()
     for number, raw in enumerate(_lines(path), start=1):
         if not raw.strip():
             continue
         doc = orjson.loads(raw)
         seq = int(doc["sequence"])
-        seen.add(seq)
-        row = rows.get(seq)
+        key = (doc.get("tenant"), seq)
+        seen.add(key)
+        row = rows.get(key)
         if row is None:
-            if seq > mirrored:
+            if seq > mirrored.get(key[0], mirrored.get(None, 0)):
                 report.unmirrored += 1
                 continue
             findings.append(
@@ -172,7 +178,7 @@ def _compare(
                     sequence=seq,
                 )
             )
-    for seq in sorted(set(rows) - seen):
+    for _, seq in sorted(set(rows) - seen, key=lambda k: (k[0] or "", k[1])):
         findings.append(
             Finding(
                 Reason.RECEIPTS_TABLE_MISMATCH,

@@ -41,7 +41,7 @@ import polars as pl
 from runtime_facts import __version__
 from runtime_facts.errors import NotFoundError, RejectedError
 from runtime_facts.home import Home
-from runtime_facts.pipeline.commit import FOLD_APP
+from runtime_facts.pipeline.fold import unfolded_from
 from runtime_facts.stores.cas import Kind, cas_uri
 from runtime_facts.stores.graphs import (
     current_graph_sha,
@@ -265,10 +265,9 @@ def _live_batches(home: Home, shas: list[str], live: pl.DataFrame, *, has_lake: 
     )
     alive = rows.join(live.select(FACT_KEY), on=FACT_KEY, how="semi", nulls_equal=True)
     found = set(alive.get_column("batch_sha256").to_list())
-    folded = home.lake.table("runtime_facts").transaction_version(FOLD_APP)
+    start = unfolded_from(home)
     head = home.lake.version("runtime_fact_batches")
-    if folded is None or folded < head:
-        start = 0 if folded is None else folded + 1
+    if start <= head:
         pending = home.lake.changes("runtime_fact_batches", start, head, ["batch_sha256"])
         found |= set(pending.get_column("batch_sha256").to_list()) & set(shas)
     return found
@@ -325,3 +324,23 @@ def retention_log(home: Home) -> ReceiptLog:
 
 
 __all__ = ["HELD_MANIFESTS", "RETENTION_LOG", "RetentionReport", "apply_retention", "retention_log"]
+
+
+def retention_task(home: Home, params: dict[str, Any]) -> dict[str, Any]:
+    """`apply_retention` for a DAG run: Params `dry_run` (default true) and `as_of`."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from runtime_facts.pipeline.outcomes import utc_now
+
+    now = utc_now()
+    if params.get("as_of"):
+        try:
+            as_of = datetime.fromisoformat(str(params["as_of"]).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise AirflowFailException(f"as_of is not ISO-8601: {params['as_of']!r}") from exc
+        if as_of.tzinfo is None or as_of > now:
+            raise AirflowFailException("as_of needs a UTC offset and must not be in the future")
+        now = as_of
+    return apply_retention(
+        home, dry_run=params.get("dry_run", True) is not False, now=now
+    ).to_dict()

@@ -22,8 +22,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from runtime_facts.home import Home
-from runtime_facts.pipeline.batch import count_cas_misses
-from runtime_facts.pipeline.commit import sync_receipts
+from runtime_facts.pipeline.ledger import sync_receipts
+from runtime_facts.pipeline.prepare import count_cas_misses
 from runtime_facts.stores.objects import LocalObjectStore
 from runtime_facts.stores.receipts import canonical_json
 
@@ -181,8 +181,13 @@ def publish_run(home: Home, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     """
     summary = summarize(outcomes)
     if home.lake.exists():
-        with home.commit_lock():  # the table mirrors the log; bring it up to date first
-            sync_receipts(home)
+        # The table mirrors the log: bring each tenant up to date first (its own lock).
+        for tenant in sorted({o["tenant"] for o in outcomes if o and o.get("tenant")}):
+            with home.commit_lock(tenant):
+                sync_receipts(home, tenant)
+        if any(o and not o.get("tenant") for o in outcomes):
+            with home.commit_lock():
+                sync_receipts(home)
     totals = write_metrics(home)
     last = home.receipts.last()
     summary["receipts"] = {

@@ -10,6 +10,7 @@ import polars as pl
 
 from runtime_facts import __version__
 from runtime_facts.home import Home
+from runtime_facts.pipeline.fold import clear_recompute, pending_recompute
 from runtime_facts.stores.graphs import current_graph_sha, load_graph
 from runtime_facts.stores.lake import STATE_SCHEMA, sql_literal
 from runtime_facts.stores.outbox import EVENT_TYPE, event_id
@@ -84,15 +85,20 @@ def recompute_subjects(
     home.ensure_lake()
     params = score_params(home)
     graphs: dict[tuple[str, str], tuple[str | None, pl.DataFrame | None]] = {}
-    with home.commit_lock():
-        for tenant, callgraph_id, subject_key in sorted(set(subjects)):
-            key = (tenant, callgraph_id)
-            if key not in graphs:
-                sha = current_graph_sha(home, tenant, callgraph_id)
-                graph: Callgraph | None = load_graph(home, sha) if sha else None
-                graphs[key] = (sha, compute_static_reachability(graph) if graph else None)
-            _, static = graphs[key]
-            _recompute_one(home, tenant, callgraph_id, subject_key, static, params, now, result)
+    by_tenant: dict[str, list[tuple[str, str]]] = {}
+    for tenant, callgraph_id, subject_key in sorted(set(subjects)):
+        by_tenant.setdefault(tenant, []).append((callgraph_id, subject_key))
+    for tenant, members in by_tenant.items():
+        with home.commit_lock(tenant) as fence:
+            for callgraph_id, subject_key in members:
+                key = (tenant, callgraph_id)
+                if key not in graphs:
+                    sha = current_graph_sha(home, tenant, callgraph_id)
+                    graph: Callgraph | None = load_graph(home, sha) if sha else None
+                    graphs[key] = (sha, compute_static_reachability(graph) if graph else None)
+                _, static = graphs[key]
+                fence.check()
+                _recompute_one(home, tenant, callgraph_id, subject_key, static, params, now, result)
     return result
 
 
@@ -104,8 +110,6 @@ def recompute_touched(
     The fold records its subjects (`pending_recompute`) before it commits; they are cleared
     here only once re-scored, so a crash between fold and recompute loses no re-score.
     """
-    from runtime_facts.pipeline.commit import clear_recompute, pending_recompute
-
     pending = pending_recompute(home)
     subjects = sorted(set(touched) | set(pending))
     result = recompute_subjects(home, subjects, now) if subjects else RecomputeResult()

@@ -37,6 +37,7 @@ RECEIPT_SCHEMA: dict[str, pl.DataType] = {
     "pipeline_version": pl.String(),
     "prev_receipt_sha256": pl.String(),
     "receipt_sha256": pl.String(),
+    "receipt_json": pl.String(),
 }
 
 REJECTION_TABLE_SCHEMA: dict[str, pl.DataType] = {
@@ -164,6 +165,7 @@ class Lake:
                     configuration=_CONFIG.get(name),
                     storage_options=self.storage_options,
                 )
+                self._open.pop(name, None)  # a handle on a table that was removed is stale
 
     def table(self, name: str, version: int | None = None) -> DeltaTable:
         """A table at its latest version (kept open, brought up to date) or at a given version."""
@@ -183,16 +185,33 @@ class Lake:
         """Current version of a table."""
         return self.table(name).version()
 
-    def append(self, name: str, frame: pl.DataFrame, *, txn: tuple[str, int] | None = None) -> int:
-        """Append rows in one commit; returns the new version."""
+    def append(
+        self,
+        name: str,
+        frame: pl.DataFrame,
+        *,
+        txn: tuple[str, int] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> int:
+        """Append rows in one commit (optionally stamped with an app transaction and commit
+        metadata); returns the new version."""
         table = self.table(name)
         write_deltalake(
             table,
             frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()]),
             mode="append",
-            commit_properties=_commit(txn),
+            # ingest_receipts gained `receipt_json`: older tables take the column on append.
+            schema_mode="merge" if name == "ingest_receipts" else None,
+            commit_properties=_commit(txn, metadata),
         )
         return table.version()
+
+    def tenants(self) -> list[str]:
+        """Tenants with a partition in `runtime_fact_batches`, sorted."""
+        actions = file_actions(self.table("runtime_fact_batches"))
+        if actions.is_empty() or "partition.tenant" not in actions.columns:
+            return []
+        return sorted(str(t) for t in actions.get_column("partition.tenant").unique().to_list())
 
     def replace_where(
         self, name: str, frame: pl.DataFrame, predicate: str, *, txn: tuple[str, int] | None = None
@@ -246,13 +265,23 @@ class Lake:
         return pl.concat(parts)
 
     def change_reader(
-        self, name: str, start: int, end: int, columns: list[str] | None = None
+        self,
+        name: str,
+        start: int,
+        end: int,
+        columns: list[str] | None = None,
+        *,
+        predicate: str | None = None,
     ) -> Any:
         """The change data feed of versions start..end as an Arrow record batch stream, with
-        `_change_type` (insert / delete / update_*) beside the requested columns."""
+        `_change_type` (insert / delete / update_*) beside the requested columns; a partition
+        predicate (e.g. one tenant) skips the other partitions' files."""
         wanted = columns or list(TABLES[name])
         return self.table(name).load_cdf(
-            starting_version=start, ending_version=end, columns=[*wanted, "_change_type"]
+            starting_version=start,
+            ending_version=end,
+            columns=[*wanted, "_change_type"],
+            predicate=predicate,
         )
 
     def iter_changes(
@@ -277,10 +306,15 @@ class Lake:
         return None if value is None else int(value)
 
 
-def _commit(txn: tuple[str, int] | None) -> CommitProperties | None:
-    if txn is None:
+def _commit(
+    txn: tuple[str, int] | None, metadata: dict[str, str] | None = None
+) -> CommitProperties | None:
+    if txn is None and not metadata:
         return None
-    return CommitProperties(app_transactions=[Transaction(app_id=txn[0], version=txn[1])])
+    return CommitProperties(
+        app_transactions=[Transaction(app_id=txn[0], version=txn[1])] if txn else None,
+        custom_metadata=metadata or None,
+    )
 
 
 def _arrow(frame: pl.DataFrame) -> Any:

@@ -46,6 +46,13 @@ class ReceiptLog:
         """Where the log lives, for people."""
         return str(self.path)
 
+    def size(self) -> int:
+        """The log's length in bytes (0 when it does not exist)."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def read_from(self, offset: int) -> bytes:
         """The log's bytes from `offset` to its end."""
         if not self.path.exists():
@@ -106,6 +113,14 @@ class ReceiptLog:
             os.fsync(handle.fileno())
         return sealed
 
+    def restore(self, sealed: dict[str, Any]) -> None:
+        """Append an already sealed receipt verbatim (repair from the lake's mirror)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as handle:
+            handle.write(canonical_json(sealed) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
             return
@@ -164,6 +179,13 @@ class ObjectReceiptLog(ReceiptLog):
         except FileNotFoundError:
             return b""
 
+    def size(self) -> int:
+        """The log's length in bytes (0 when it does not exist)."""
+        try:
+            return int(self.store.size(self.key))
+        except FileNotFoundError:
+            return 0
+
     def read_from(self, offset: int) -> bytes:
         """The log's bytes from `offset` to its end."""
         try:
@@ -198,6 +220,10 @@ class ObjectReceiptLog(ReceiptLog):
             if self.store.replace(self.key, data + canonical_json(sealed) + b"\n", etag):
                 return sealed
         raise TimeoutError(f"could not append to {self.location}: too much contention")
+
+    def restore(self, sealed: dict[str, Any]) -> None:
+        """Append an already sealed receipt verbatim (repair from the lake's mirror)."""
+        self.store.append(self.key, canonical_json(sealed) + b"\n")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         yield from self._lines()
@@ -255,10 +281,14 @@ class ReceiptIndex:
         self.status: dict[str, str] = {}
         self.tenant_of: dict[str, str] = {}
         self.tenant_hits: dict[str, int] = {}
+        self.last_sequence: dict[str | None, int] = {}
         self.last: dict[str, Any] | None = None
 
     def refresh(self) -> ReceiptIndex:
-        """Read receipts appended since the last refresh."""
+        """Read receipts appended since the last refresh (from the start if the log shrank:
+        it was cut or replaced, and the repair must see what is really there)."""
+        if self.offset and self.log.size() < self.offset:
+            self.__init__(self.log)  # type: ignore[misc]
         data = self.log.read_from(self.offset)
         end = data.rfind(b"\n") + 1  # a torn last line is not a receipt yet
         for line in data[:end].splitlines():
@@ -271,6 +301,11 @@ class ReceiptIndex:
         sha = receipt.get("batch_sha256")
         status = receipt.get("status")
         self.last = receipt
+        tenant_key = receipt.get("tenant")
+        if isinstance(receipt.get("sequence"), int):
+            self.last_sequence[tenant_key if isinstance(tenant_key, str) else None] = int(
+                receipt["sequence"]
+            )
         if not isinstance(sha, str) or not isinstance(status, str):
             return
         if self.status.get(sha) != "accepted":  # accepted is final whatever follows

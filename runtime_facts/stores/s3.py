@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+
+from runtime_facts.errors import LockLostError, Reason
 
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
@@ -117,6 +120,16 @@ class S3ObjectStore:
             raise
         return bytes(response["Body"].read())
 
+    def etag(self, key: str) -> str:
+        """The ETag an object has now; FileNotFoundError when missing."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(key) from exc
+            raise
+        return str(head["ETag"])
+
     def exists(self, key: str) -> bool:
         """True when the object exists."""
         try:
@@ -198,40 +211,143 @@ class S3ObjectStore:
             yield key.removeprefix(base)
 
 
+class Fence(Protocol):
+    """What a commit checks before each durable write: is the lock still ours?"""
+
+    def check(self) -> None:
+        """Raise `LockLostError` when the lock can no longer be trusted."""
+
+
+class _LocalFence:
+    """An flock cannot lapse while its process lives."""
+
+    def check(self) -> None:
+        return None
+
+
+LOCAL_FENCE: Fence = _LocalFence()
+
+
+class MultiFence:
+    """Several leases held together (a home-wide operation): all must still be ours."""
+
+    def __init__(self, locks: list[S3Lock]) -> None:
+        self.locks = locks
+
+    def check(self) -> None:
+        for lock in self.locks:
+            lock.check()
+
+
 class S3Lock:
-    """A lease lock object: created with If-None-Match, taken over with If-Match when expired."""
+    """A lease lock object, renewed while held, that fences a holder whose lease lapsed.
+
+    Acquire creates the object with If-None-Match (or takes over an expired one with If-Match).
+    While held, a daemon thread renews the lease every third of its length by compare-and-swap
+    on the ETag it last wrote, so a commit may take longer than one lease. `check()` refuses
+    (raises `LockLostError`) once the lease can no longer be trusted: a renewal found another
+    owner, or no renewal succeeded within the lease less a safety margin (a holder that was
+    paused, or cut off from the store, must assume it was taken over). Writers call it right
+    before each durable write, so a lapsed holder commits nothing.
+    """
 
     def __init__(self, store: S3ObjectStore, key: str, *, lease_seconds: float = 120.0) -> None:
         self.store = store
         self.key = key
         self.lease = lease_seconds
         self.owner = uuid.uuid4().hex
+        self._etag: str | None = None
+        self._valid_until = 0.0
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _body(self) -> bytes:
         return orjson.dumps({"owner": self.owner, "expires_at": time.time() + self.lease})
 
+    def __enter__(self) -> S3Lock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _take(self, etag: str | None) -> bool:
+        started = time.monotonic()
+        if not self.store.replace(self.key, self._body(), etag):
+            return False
+        self._etag = self.store.etag(self.key)
+        # The margin keeps a holder from writing in the last quarter of its lease.
+        self._valid_until = started + self.lease * 0.75
+        return True
+
     def acquire(self, timeout: float = 600.0) -> None:
-        """Block until the lock is ours (polling with backoff)."""
+        """Block until the lock is ours (polling with backoff), then keep renewing it."""
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
-            if self.store.replace(self.key, self._body(), None):
-                return
+            if self._take(None):
+                break
             with contextlib.suppress(FileNotFoundError):
                 raw, etag = self.store.get_with_etag(self.key)
                 holder = orjson.loads(raw)
-                if float(holder.get("expires_at", 0)) < time.time() and self.store.replace(
-                    self.key, self._body(), etag
-                ):
-                    return  # the previous holder died; its lease ran out
+                if float(holder.get("expires_at", 0)) < time.time() and self._take(etag):
+                    break  # the previous holder died or stalled; its lease ran out
             if time.monotonic() > deadline:
                 raise TimeoutError(f"commit lock {self.key} still held after {timeout:.0f}s")
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+        self._lost = None
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renew, name=f"lease:{self.key}", daemon=True)
+        self._thread.start()
+
+    def wait_free(self, timeout: float = 600.0) -> None:
+        """Block while another process holds a live lease on this key."""
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            try:
+                holder = orjson.loads(self.store.get(self.key))
+            except FileNotFoundError:
+                return
+            if float(holder.get("expires_at", 0)) < time.time():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lock {self.key} still held after {timeout:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                if not self._take(self._etag):
+                    self._lost = "another process took the lock over after its lease ran out"
+                    return
+            except Exception as exc:  # the store is unreachable: the lease will lapse
+                self._lost = f"the lease could not be renewed: {exc}"
+                return
+
+    def check(self) -> None:
+        """Raise `LockLostError` unless the lease is still ours and has time left."""
+        if self._lost is None and time.monotonic() > self._valid_until:
+            self._lost = f"the lease of {self.lease:.0f}s lapsed before it was renewed"
+        if self._lost is not None:
+            raise LockLostError(
+                Reason.COMMIT_LOCK_LOST,
+                f"commit lock {self.key} is no longer held: {self._lost}; nothing was written",
+                hint="another worker may be committing the same tenant; the run can be retried",
+            )
 
     def release(self) -> None:
-        """Give the lock back if we still hold it."""
-        with contextlib.suppress(FileNotFoundError):
-            raw, _ = self.store.get_with_etag(self.key)
-            if orjson.loads(raw).get("owner") == self.owner:
-                self.store.delete(self.key)
+        """Stop renewing and give the lock back if we still hold it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._lost is None and self._etag is not None:
+            # Delete only the object we wrote: a takeover since then has another ETag.
+            with contextlib.suppress(FileNotFoundError):
+                if self.store.etag(self.key) == self._etag:
+                    self.store.delete(self.key)
+        self._etag = None

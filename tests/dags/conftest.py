@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -86,6 +87,7 @@ def run_dag(dagbag: Any) -> Callable[..., Any]:
         conf: dict[str, Any] | None = None,
         prepare: Callable[[Any], None] | None = None,
     ) -> Any:
+        sys.modules.pop("runtime_facts.airflow.dags", None)  # the DAGs are built there
         dag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py")).dags[dag_id]
         if prepare is not None:
             prepare(dag)

@@ -58,11 +58,27 @@ def test_backfill_ingests_exactly_the_kit(
     assert receipts[shas["bad"]]["status"] == "rejected"
     facts = home.lake.read("runtime_facts")
     assert dict(facts.select("symbol_id", "hit_count").iter_rows()) == {"sym:a": 8, "sym:b": 4}
-    summary = xcom(run, "export_receipts")
+    summary = xcom(run, "publish")
     assert (summary["accepted"], summary["rejected"]) == (2, 1)
     assert (summary["kit"]["tenant"], summary["kit"]["files"]) == ("acme", 3)
     exported = Path(summary["export"]["path"]).read_bytes().splitlines()
     assert sorted(orjson.loads(line)["batch_sha256"] for line in exported) == sorted(shas.values())
+
+
+def test_backfill_clears_pending_rescores_like_the_ingest_dag(
+    home: Home, kit: tuple[Path, dict[str, str]], run_dag: Any
+) -> None:
+    from runtime_facts.pipeline.fold import pending_recompute, write_pending
+
+    path, _ = kit
+    home.ensure_lake()
+    write_pending(home, "acme", {("acme", "cg-left", "scan:left-by-a-crash"): 0})
+
+    run = run_dag(DAG_ID, {"kit_path": str(path)})
+
+    assert str(run.state) == "success"
+    assert pending_recompute(home) == {}
+    assert xcom(run, "score")["subjects"] == 2  # the kit's subject and the one left pending
 
 
 def test_backfilling_the_same_kit_again_changes_nothing(
@@ -75,7 +91,7 @@ def test_backfilling_the_same_kit_again_changes_nothing(
     run = run_dag(DAG_ID, {"kit_path": str(path)})
 
     assert str(run.state) == "success"
-    assert xcom(run, "export_receipts")["duplicate"] == 2
+    assert xcom(run, "publish")["duplicate"] == 2
     facts = home.lake.read("runtime_facts")
     assert dict(facts.select("symbol_id", "hit_count").iter_rows()) == {"sym:a": 8, "sym:b": 4}
     assert versions["runtime_facts"] == home.lake.version("runtime_facts")

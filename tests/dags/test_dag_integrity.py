@@ -86,29 +86,68 @@ def test_dag_files_import_no_heavy_module_at_parse_time(parsed_alone: dict[str, 
         assert found["heavy"] == [], f"{path} imports {found['heavy']} at parse time"
 
 
-def test_ingest_schedule_comes_from_the_environment(parsed_alone: dict[str, Any]) -> None:
+def test_each_dag_file_holds_exactly_its_dag(parsed_alone: dict[str, Any]) -> None:
+    for path, found in parsed_alone.items():
+        assert list(found["schedules"]) == [Path(path).stem]
+
+
+def test_ingest_fallback_cron_comes_from_the_environment(parsed_alone: dict[str, Any]) -> None:
     ingest = parsed_alone[str(DAGS / "runtime_facts_ingest.py")]
-    assert ingest["schedules"] == {"runtime_facts_ingest": "17 * * * *"}
+    assert (
+        "CronTriggerTimetable(expression='17 * * * *'"
+        in ingest["schedules"]["runtime_facts_ingest"]
+    )
 
 
 def test_schedules(dagbag: Any) -> None:
-    assert dagbag.dags["runtime_facts_ingest"].schedule == "*/5 * * * *"
+    from airflow.sdk import AssetOrTimeSchedule
+
+    ingest = dagbag.dags["runtime_facts_ingest"].timetable
+    assert isinstance(ingest, AssetOrTimeSchedule)
+    assert ingest.asset_condition.name == "runtime_facts.cas.runtime"
+    assert ingest.timetable.expression == "*/5 * * * *"
     assert dagbag.dags["runtime_facts_retention"].schedule == "@daily"
     assert dagbag.dags["runtime_facts_airgap_backfill"].schedule is None
     graphs = dagbag.dags["reachability_recompute"].schedule
-    assert graphs.uri == "runtime-facts://cas/reachability/graphs"
+    assert graphs.name == "runtime_facts.cas.graphs"
+    assert graphs.uri.endswith("/cas/reachability/graphs")
+
+
+def test_the_ingest_and_airgap_dags_share_one_task_group(dagbag: Any) -> None:
+    def shape(dag_id: str) -> dict[str, Any]:
+        dag = dagbag.dags[dag_id]
+        group = ["ingest_batch", "fold", "score", "publish"]
+        return {
+            t: (
+                sorted(dag.task_dict[t].upstream_task_ids & set(group)),
+                dag.task_dict[t].trigger_rule,
+                sorted(a.name for a in dag.task_dict[t].outlets),
+            )
+            for t in group
+        }
+
+    assert shape("runtime_facts_ingest") == shape("runtime_facts_airgap_backfill")
+    ingest, airgap = (
+        dagbag.dags[d].params for d in ("runtime_facts_ingest", "runtime_facts_airgap_backfill")
+    )
+    for name in ("allow_partial", "sealed"):
+        assert ingest.get_param(name).schema == airgap.get_param(name).schema
 
 
 def test_ingest_maps_one_task_per_chunk_and_declares_table_assets(dagbag: Any) -> None:
     dag = dagbag.dags["runtime_facts_ingest"]
     ingest = dag.task_dict["ingest_batch"]
     assert ingest.is_mapped
-    outlets = {a.uri for t in dag.tasks for a in t.outlets}
+    outlets = {
+        a.uri.rsplit("/", 2)[-2] + "/" + a.uri.rsplit("/", 1)[-1]
+        for t in dag.tasks
+        for a in t.outlets
+    }
     assert {
-        "runtime-facts://lake/runtime_fact_batches",
-        "runtime-facts://lake/ingest_receipts",
-        "runtime-facts://lake/runtime_facts",
-        "runtime-facts://lake/reachability_states",
+        "lake/runtime_fact_batches",
+        "lake/ingest_receipts",
+        "lake/runtime_facts",
+        "lake/reachability_states",
     } <= outlets
     assert dag.task_dict["fold"].trigger_rule == "none_failed"
     assert dag.task_dict["publish"].trigger_rule == "none_failed"

@@ -70,6 +70,22 @@ def test_publish_writes_cumulative_metrics(
     assert samples[("signals_runtime_cas_miss_total", ())] == 0
 
 
+def test_ingest_clears_pending_rescores_like_the_airgap_dag(
+    home: Home, ctx: SubjectContext, stage_generated: Callable[..., Staged], run_dag: Any
+) -> None:
+    from runtime_facts.pipeline.fold import pending_recompute, write_pending
+
+    stage_generated(ctx)
+    home.ensure_lake()
+    write_pending(home, "acme", {("acme", "cg-left", "scan:left-by-a-crash"): 0})
+
+    run = run_dag(DAG_ID)
+
+    assert str(run.state) == "success"
+    assert pending_recompute(home) == {}
+    assert xcom(run, "score")["subjects"] == 2  # this run's subject and the one left pending
+
+
 def test_a_second_run_finds_nothing_and_changes_nothing(
     home: Home, ctx: SubjectContext, stage_generated: Callable[..., Staged], run_dag: Any
 ) -> None:

@@ -10,13 +10,13 @@ import orjson
 import polars as pl
 
 from runtime_facts.home import Home
-from runtime_facts.pipeline.ingest import ingest, utc_now
+from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.outcomes import utc_now
 from runtime_facts.stores.graphs import stage_graph
 from runtime_facts.subject import SubjectContext
 from tests.dags.conftest import xcom
 
 DAG_ID = "reachability_recompute"
-GRAPHS_URI = "runtime-facts://cas/reachability/graphs"
 CTX = SubjectContext("acme", "cg-shop", scan_id="s-1")
 
 
@@ -54,10 +54,10 @@ def test_a_manual_run_recomputes_the_callgraphs_states(
 
 
 def _targets(dagbag: Any, params: dict[str, Any], events: list[dict[str, Any]]) -> Any:
-    from airflow.sdk import Asset
+    from runtime_facts.airflow.assets import GRAPHS
 
     callable_ = dagbag.dags[DAG_ID].task_dict["targets"].python_callable
-    triggering = {Asset(GRAPHS_URI): [SimpleNamespace(extra=e) for e in events]}
+    triggering = {GRAPHS: [SimpleNamespace(extra=e) for e in events]}
     return callable_(params=params, triggering_asset_events=triggering)
 
 

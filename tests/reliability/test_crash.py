@@ -391,11 +391,11 @@ def test_subjects_folded_but_never_rescored_are_rescored_by_the_next_run(home: H
     home.cas.put("runtime", DATA, CTX)
     ingest(home, recompute=False)  # stops exactly where a kill after the fold would
     assert home.lake.read("reachability_states").is_empty()
-    assert (home.root / "locks" / "recompute-pending.json").exists()
+    assert (home.root / "state" / "recompute-pending" / f"{CTX.tenant}.json").exists()
 
     summary = ingest(home)  # nothing new to fold
 
     assert summary.batches == 0
     states = home.lake.read("reachability_states")
     assert states.select("symbol_id", "state", "runtime_hit_count").rows() == [("a", "RO", 1)]
-    assert not (home.root / "locks" / "recompute-pending.json").exists()
+    assert not (home.root / "state" / "recompute-pending" / f"{CTX.tenant}.json").exists()

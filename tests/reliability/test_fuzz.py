@@ -21,7 +21,8 @@ from polars.testing import assert_frame_equal
 from runtime_facts.config import Settings
 from runtime_facts.errors import Reason
 from runtime_facts.home import Home
-from runtime_facts.pipeline.ingest import ingest, prepare_batch
+from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.prepare import prepare_batch
 from runtime_facts.subject import SubjectContext
 from tests.reliability.conftest import chain_break, receipts_of
 from transforms.validate import Limits, validate_events

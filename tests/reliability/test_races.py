@@ -30,7 +30,7 @@ CHILD = """
 import sys, orjson
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.pipeline.batch import ingest_one
+from runtime_facts.pipeline.ingest import ingest_one
 from runtime_facts.pipeline.ingest import ingest
 sys.stdout.write("ready\\n"); sys.stdout.flush()
 job = orjson.loads(sys.stdin.readline())

@@ -15,8 +15,8 @@ from runtime_facts.cli import app
 from runtime_facts.errors import NotFoundError, UsageError
 from runtime_facts.home import Home
 from runtime_facts.ops.facts import list_facts
-from runtime_facts.pipeline.batch import ingest_one
-from runtime_facts.pipeline.ingest import discover_pending, ingest
+from runtime_facts.pipeline.ingest import ingest, ingest_one
+from runtime_facts.pipeline.prepare import discover_pending
 from runtime_facts.pipeline.score import recompute
 from runtime_facts.query import run_query
 from runtime_facts.subject import SubjectContext

@@ -10,8 +10,9 @@ import pytest
 
 from runtime_facts.errors import NotFoundError
 from runtime_facts.home import Home
-from runtime_facts.pipeline.batch import OUTCOME_FIELDS, ingest_chunk, ingest_one, plan_chunks
-from runtime_facts.pipeline.commit import fold_pending
+from runtime_facts.pipeline.fold import fold_pending
+from runtime_facts.pipeline.ingest import ingest_chunk, ingest_one, plan_chunks
+from runtime_facts.pipeline.outcomes import OUTCOME_FIELDS
 from runtime_facts.subject import SubjectContext
 
 Stage = Callable[..., str]
@@ -77,12 +78,17 @@ def test_a_cas_miss_raises_so_the_scheduler_retries(home: Home, stage: Stage, cl
     assert home.receipts.count() == 0
 
 
-def test_a_missing_context_sidecar_is_a_cas_miss(home: Home, stage: Stage, clock: Clock) -> None:
+def test_a_missing_context_sidecar_rejects_that_batch_only(
+    home: Home, stage: Stage, clock: Clock
+) -> None:
     sha = stage(GOOD)
     (home.root / "cas" / "reachability" / "runtime" / f"{sha}.context.json").unlink()
 
-    with pytest.raises(NotFoundError):
-        ingest_one(home, sha, clock=clock)
+    outcome = ingest_one(home, sha, clock=clock)
+
+    assert (outcome["status"], outcome["reason_codes"]) == ("rejected", ["context_missing"])
+    assert outcome["tenant"] is None
+    assert home.receipts.count() == 1
 
 
 def test_ingest_chunk_keeps_order(home: Home, stage: Stage, clock: Clock) -> None:

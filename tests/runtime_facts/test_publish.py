@@ -13,8 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from runtime_facts.errors import NotFoundError
 from runtime_facts.home import Home
-from runtime_facts.pipeline.batch import ingest_one
-from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.ingest import ingest, ingest_one
 from runtime_facts.pipeline.publish import (
     LATENCY_BUCKETS,
     export_receipts,

@@ -88,7 +88,8 @@ def test_lock_excludes_and_expired_leases_are_taken_over(s3_home: Home) -> None:
     thread.join()
     assert order == ["first", "second"]
     dead = S3Lock(store, "locks/dead.lock", lease_seconds=0.2)
-    dead.acquire()  # never released: its holder "died"
+    dead.acquire()  # never released: its holder "died" (it stops renewing)
+    dead._stop.set()
     survivor = S3Lock(store, "locks/dead.lock", lease_seconds=30)
     survivor.acquire(timeout=10)
     survivor.release()

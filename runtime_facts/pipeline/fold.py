@@ -1,0 +1,165 @@
+"""Stage 4: fold committed batch rows into the cumulative `runtime_facts`, per tenant.
+
+A tenant's fold reads exactly the batch rows committed since its last fold (the change data
+feed of `runtime_fact_batches`, pruned to the tenant's partition and streamed through a
+DuckDB aggregation), joins the per-key sums to the current rows of the touched subjects and
+replaces those subjects in one commit stamped with a Delta app transaction
+(`runtime-facts.fold/<tenant>` = the batch-table version folded through): a fold is never
+applied twice, and two tenants fold at the same time. The subjects it touched are recorded
+(`state/recompute-pending/<tenant>.json`) before the fold commits, so a crash between fold and
+re-score loses no re-score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+import polars as pl
+
+from runtime_facts.home import Home
+from runtime_facts.pipeline.ledger import repair, sync_receipts
+from runtime_facts.stores.lake import sql_literal
+from runtime_facts.stores.s3 import Fence
+from transforms.fold import SUMMARY_COLUMNS, fold_summary, summarize_batch_stream
+from transforms.schema import SUBJECT
+
+FOLD_APP = "runtime-facts.fold"
+"""Per tenant: `runtime-facts.fold/<tenant>`. The bare id is the whole-home fold of homes
+written before folds were per tenant; it still counts as every tenant's starting point."""
+_PENDING = "state/recompute-pending"
+Subject = tuple[str, str, str]
+
+
+@dataclass
+class FoldResult:
+    """What a fold did."""
+
+    folded_batches: int = 0
+    folded_rows: int = 0
+    facts_version: int | None = None
+    subjects: list[Subject] = field(default_factory=list)
+
+    def merge(self, other: FoldResult) -> None:
+        """Add another tenant's fold."""
+        self.folded_batches += other.folded_batches
+        self.folded_rows += other.folded_rows
+        if other.facts_version is not None:
+            self.facts_version = max(self.facts_version or 0, other.facts_version)
+        self.subjects = sorted({*self.subjects, *other.subjects})
+
+
+def fold_app(tenant: str) -> str:
+    """The app-transaction id of a tenant's fold."""
+    return f"{FOLD_APP}/{tenant}"
+
+
+def fold_pending(home: Home, now: datetime, tenants: list[str] | None = None) -> FoldResult:
+    """Fold every committed batch row not yet in `runtime_facts` (idempotent, crash-safe).
+
+    Args:
+        home: the home.
+        now: stamped as `updated_at` of the changed facts.
+        tenants: the tenants to fold (default: every tenant in the lake).
+
+    Returns:
+        The folded totals and the touched (tenant, callgraph_id, subject_key) triples.
+    """
+    home.ensure_lake()
+    result = FoldResult(facts_version=home.lake.version("runtime_facts"))
+    for tenant in sorted(set(tenants if tenants is not None else home.tenants())):
+        with home.commit_lock(tenant) as fence:
+            repair(home, tenant, now, fence)
+            result.merge(fold_tenant(home, tenant, now, fence))
+            sync_receipts(home, tenant)
+    return result
+
+
+def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldResult:
+    """One tenant's fold; call under the tenant's commit lock."""
+    lake = home.lake
+    done = folded_through(home, tenant)
+    head = lake.version("runtime_fact_batches")
+    result = FoldResult(facts_version=lake.version("runtime_facts"))
+    if done is not None and done >= head:
+        return result
+    reader = lake.change_reader(
+        "runtime_fact_batches",
+        0 if done is None else done + 1,
+        head,
+        list(SUMMARY_COLUMNS),
+        predicate=f"tenant = {sql_literal(tenant)}",
+    )
+    stream = summarize_batch_stream(reader)
+    if not stream.rows:
+        return result
+    summary = stream.summary
+    triples = sorted(
+        (str(t), str(c), str(s)) for t, c, s in summary.select(SUBJECT).unique().iter_rows()
+    )
+    keys = sorted({s for _, _, s in triples})
+    current = lake.read("runtime_facts", tenant=tenant, where=pl.col("subject_key").is_in(keys))
+    folded = fold_summary(current, summary, now)
+    in_list = ", ".join(sql_literal(k) for k in keys)
+    predicate = f"tenant = {sql_literal(tenant)} AND subject_key IN ({in_list})"
+    write_pending(home, tenant, {**pending_recompute(home, tenant), **dict.fromkeys(triples, head)})
+    fence.check()
+    result.facts_version = lake.replace_where(
+        "runtime_facts", folded, predicate, txn=(fold_app(tenant), head)
+    )
+    result.subjects = triples
+    result.folded_batches = stream.batches
+    result.folded_rows = stream.rows
+    return result
+
+
+def folded_through(home: Home, tenant: str) -> int | None:
+    """The batch-table version a tenant's facts are folded through (None: never folded)."""
+    facts = home.lake.table("runtime_facts")
+    done = facts.transaction_version(fold_app(tenant))
+    return facts.transaction_version(FOLD_APP) if done is None else done
+
+
+def unfolded_from(home: Home) -> int:
+    """The first batch-table version some tenant has not folded yet."""
+    starts = [(v + 1 if (v := folded_through(home, t)) is not None else 0) for t in home.tenants()]
+    return min(starts, default=home.lake.version("runtime_fact_batches") + 1)
+
+
+def pending_recompute(home: Home, tenant: str | None = None) -> dict[Subject, int]:
+    """Folded subjects whose states may be stale (one tenant's, or every tenant's), each with
+    the fold (batch version) that last touched it; hand the snapshot back to `clear_recompute`
+    once they are recomputed."""
+    names = [tenant] if tenant is not None else _pending_tenants(home)
+    out: dict[Subject, int] = {}
+    for name in names:
+        try:
+            rows = orjson.loads(home.objects.get(f"{_PENDING}/{name}.json"))
+        except FileNotFoundError:
+            continue
+        out.update({(str(t), str(c), str(s)): int(v) for t, c, s, v in rows})
+    return out
+
+
+def _pending_tenants(home: Home) -> list[str]:
+    return sorted(k.rsplit("/", 1)[-1].removesuffix(".json") for k in home.objects.list(_PENDING))
+
+
+def clear_recompute(home: Home, done: dict[Subject, int]) -> None:
+    """Forget the subjects of a `pending_recompute` snapshot, unless folded again since."""
+    for tenant in sorted({t for t, _, _ in done}):
+        with home.commit_lock(tenant):
+            pending = pending_recompute(home, tenant)
+            left = {k: v for k, v in pending.items() if done.get(k) != v}
+            if left != pending:
+                write_pending(home, tenant, left)
+
+
+def write_pending(home: Home, tenant: str, pending: dict[Subject, int]) -> None:
+    """Record (or clear) a tenant's subjects awaiting a re-score."""
+    key = f"{_PENDING}/{tenant}.json"
+    if pending:
+        home.objects.put(key, orjson.dumps(sorted([*k, v] for k, v in pending.items())))
+    else:
+        home.objects.delete(key)
