@@ -29,10 +29,10 @@ from typer.testing import CliRunner
 
 from runtime_facts.api.auth import SCOPE_WRITE, add_token, hash_token
 from runtime_facts.api.body import canonical_ndjson
-from runtime_facts.pipeline.stage import gzip_deterministic
 from runtime_facts.cli import app as cli_app
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.stage import gzip_deterministic
 from runtime_facts.stores.cas import cas_uri
 from tests.runtime_facts.api_harness import (
     TOKENS,
