@@ -108,6 +108,20 @@ class ServeSettings(BaseModel):
     """Timeout of one call to the Airflow REST API."""
 
 
+class AirflowSettings(BaseModel):
+    """The Airflow that schedules ingestion, told through its REST API when a batch is staged."""
+
+    api_url: str | None = None
+    """Airflow's base URL (e.g. `http://127.0.0.1:8080`); unset: staging announces nothing
+    and the ingest DAG's cron fallback picks the batches up."""
+    username: str | None = None
+    """User that `POST /auth/token` exchanges for a short-lived JWT (asset-event permission)."""
+    password: SecretStr | None = None
+    """That user's password (never logged)."""
+    timeout_seconds: float = 10.0
+    """Timeout of one call to the Airflow REST API."""
+
+
 class Settings(BaseSettings):
     """All runtime-facts settings; built inside jobs and tasks, never at DAG parse time."""
 
@@ -125,6 +139,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     offline: OfflineSettings = OfflineSettings()
     serve: ServeSettings = ServeSettings()
+    airflow: AirflowSettings = AirflowSettings()
     schedule: str = "*/5 * * * *"
     """Cron schedule of the ingest DAG."""
 

@@ -114,7 +114,8 @@ def airgap_backfill_dag() -> None:
 
         return verify_kit_task(home(), options(params, "offline-kit"), _kit(params))
 
-    @task(outlets=[RUNTIME_BATCHES])
+    # No outlet: this run ingests what it loads; an asset event would start the ingest DAG too.
+    @task
     def load_kit(verified: dict[str, Any], params: dict[str, Any] | None = None) -> list[list[str]]:
         """Load the kit's batches into CAS; returns them in chunks for mapping."""
         from runtime_facts.ops.offline import load_kit_task
