@@ -139,7 +139,7 @@ for f in sys.argv[2:]:
 # The product is the command an operator runs: `runtime-facts ingest` (metrics included).
 _INGEST = """
 import sys
-from runtime_facts.cli import main
+from runtime_facts.cli.main import main
 sys.argv = ["runtime-facts", "ingest", "--home", sys.argv[1], "--json"]
 main()
 """

@@ -69,13 +69,33 @@ class OfflineSettings(BaseModel):
     """Ed25519 public key (base64 raw or PEM path) that kit signatures are checked against."""
 
 
+class S3Settings(BaseModel):
+    """Object-store access for an `s3://` home."""
+
+    aws_conn_id: str | None = None
+    """Airflow Connection (type `aws`) that supplies the endpoint and credentials when set:
+    login = access key id, password = secret key, extra `endpoint_url`, `region_name`,
+    `aws_session_token`. Unset: the standard `AWS_*` variables (what the CLI uses)."""
+
+
+class ReceiptsSettings(BaseModel):
+    """The receipts log's signed checkpoints and provenance (docs/airgap.md)."""
+
+    signing_key: str | None = None
+    """Site signing key: path of an Ed25519 private key file (`runtime-facts offline keygen`).
+    When set, the log carries DSSE-signed checkpoints and every accepted batch gets a signed
+    in-toto provenance statement under `receipts/provenance/`."""
+    checkpoint_every: int = Field(default=100, ge=1)
+    """Receipts of one tenant's chain between two checkpoints (besides one per ingest run)."""
+
+
 class ServeSettings(BaseModel):
     """The staging endpoint (`runtime-facts serve`)."""
 
     host: str = "127.0.0.1"
     """Interface the HTTP server binds to."""
-    port: int = 8080
-    """TCP port of the HTTP server."""
+    port: int = 8765
+    """TCP port of the HTTP server (not 8080, the Airflow UI's port)."""
     token_file: str | None = None
     """JSON file of bearer-token hashes, tenants and scopes (docs/staging-endpoint.md)."""
     allow_anonymous: bool = False
@@ -138,6 +158,8 @@ class Settings(BaseSettings):
     score: ScoreSettings = ScoreSettings()
     retention: RetentionSettings = RetentionSettings()
     offline: OfflineSettings = OfflineSettings()
+    s3: S3Settings = S3Settings()
+    receipts: ReceiptsSettings = ReceiptsSettings()
     serve: ServeSettings = ServeSettings()
     airflow: AirflowSettings = AirflowSettings()
     schedule: str = "*/5 * * * *"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
+from transforms.errors import Reason as TransformReason
+from transforms.errors import ReasonedError, RejectedInput, TransformError
+
 
 class ExitCode(IntEnum):
     """Process exit codes operators script against."""
@@ -19,43 +22,46 @@ class Reason(StrEnum):
     """Stable reason codes for rejected lines, batches, kits and verifications."""
 
     # line level
-    MISSING_SYMBOL_ID = "missing_symbol_id"
-    INVALID_SYMBOL_ID = "invalid_symbol_id"
-    INVALID_HIT_COUNT = "invalid_hit_count"
-    INVALID_JSON = "invalid_json"
-    INVALID_UTF8 = "invalid_utf8"
-    INVALID_UNICODE_ESCAPE = "invalid_unicode_escape"
-    LINE_TOO_LONG = "line_too_long"
-    NOT_AN_OBJECT = "not_an_object"
-    DUPLICATE_KEY = "duplicate_key"
-    NESTING_TOO_DEEP = "nesting_too_deep"
-    NUMBER_TOO_LONG = "number_too_long"
-    INVALID_NUMBER = "invalid_number"
-    NUL_CHARACTER = "nul_character"
-    INVALID_FIELD_TYPE = "invalid_field_type"
-    INVALID_LOADER_BASE = "invalid_loader_base"
-    INVALID_PROCESS = "invalid_process"
-    INVALID_METADATA = "invalid_metadata"
-    INVALID_TIMESTAMP = "invalid_timestamp"
-    NON_MONOTONIC_TIMESTAMP = "non_monotonic_timestamp"
+    MISSING_SYMBOL_ID = TransformReason.MISSING_SYMBOL_ID.value
+    INVALID_SYMBOL_ID = TransformReason.INVALID_SYMBOL_ID.value
+    INVALID_HIT_COUNT = TransformReason.INVALID_HIT_COUNT.value
+    INVALID_JSON = TransformReason.INVALID_JSON.value
+    INVALID_UTF8 = TransformReason.INVALID_UTF8.value
+    INVALID_UNICODE_ESCAPE = TransformReason.INVALID_UNICODE_ESCAPE.value
+    LINE_TOO_LONG = TransformReason.LINE_TOO_LONG.value
+    NOT_AN_OBJECT = TransformReason.NOT_AN_OBJECT.value
+    DUPLICATE_KEY = TransformReason.DUPLICATE_KEY.value
+    NESTING_TOO_DEEP = TransformReason.NESTING_TOO_DEEP.value
+    NUMBER_TOO_LONG = TransformReason.NUMBER_TOO_LONG.value
+    INVALID_NUMBER = TransformReason.INVALID_NUMBER.value
+    CONTROL_CHARACTER = TransformReason.CONTROL_CHARACTER.value
+    INVALID_CODE_ID = TransformReason.INVALID_CODE_ID.value
+    INVALID_FIELD_TYPE = TransformReason.INVALID_FIELD_TYPE.value
+    INVALID_LOADER_BASE = TransformReason.INVALID_LOADER_BASE.value
+    INVALID_PROCESS = TransformReason.INVALID_PROCESS.value
+    INVALID_METADATA = TransformReason.INVALID_METADATA.value
+    INVALID_TIMESTAMP = TransformReason.INVALID_TIMESTAMP.value
+    NON_MONOTONIC_TIMESTAMP = TransformReason.NON_MONOTONIC_TIMESTAMP.value
     # batch level
     BATCH_TOO_LARGE = "batch_too_large"
-    EMPTY_BATCH = "empty_batch"
-    INVALID_GZIP = "invalid_gzip"
-    TRUNCATED_GZIP = "truncated_gzip"
-    TRAILING_GARBAGE = "trailing_garbage"
-    DECOMPRESSED_TOO_LARGE = "decompressed_too_large"
-    COMPRESSION_RATIO_EXCEEDED = "compression_ratio_exceeded"
+    EMPTY_BATCH = TransformReason.EMPTY_BATCH.value
+    INVALID_GZIP = TransformReason.INVALID_GZIP.value
+    TRUNCATED_GZIP = TransformReason.TRUNCATED_GZIP.value
+    TRAILING_GARBAGE = TransformReason.TRAILING_GARBAGE.value
+    DECOMPRESSED_TOO_LARGE = TransformReason.DECOMPRESSED_TOO_LARGE.value
+    COMPRESSION_RATIO_EXCEEDED = TransformReason.COMPRESSION_RATIO_EXCEEDED.value
     INVALID_LINES = "invalid_lines"
     NO_VALID_LINES = "no_valid_lines"
-    HIT_COUNT_OVERFLOW = "hit_count_overflow"
+    HIT_COUNT_OVERFLOW = TransformReason.HIT_COUNT_OVERFLOW.value
+    DUPLICATE_JSON_KEY = TransformReason.DUPLICATE_JSON_KEY.value
+    CONTEXT_MISSING = "context_missing"
+    CONTEXT_MISMATCH = "context_mismatch"
     CAS_DIGEST_MISMATCH = "cas_digest_mismatch"
     CAS_MISS = "cas_miss"
     UNKNOWN_SUBJECT = "unknown_subject"
     NO_TABLES = "no_tables"
     CONTEXT_CONFLICT = "context_conflict"
     INVALID_CONTEXT = "invalid_context"
-    CONTEXT_MISSING = "context_missing"
     TENANT_MISMATCH = "tenant_mismatch"
     SEALED_MODE_EVIDENCE_INVALID = "sealed_mode_evidence_invalid"
     RECEIPT_CHAIN_BROKEN = "receipt_chain_broken"
@@ -82,6 +88,14 @@ class Reason(StrEnum):
     KIT_OUTPUT_EXISTS = "kit_output_exists"
     RECEIPTS_LOG_MISSING = "receipts_log_missing"
     RECEIPTS_TABLE_MISMATCH = "receipts_table_mismatch"
+    RECEIPT_CHECKPOINT_MISSING = "receipt_checkpoint_missing"
+    RECEIPT_CHECKPOINT_INVALID = "receipt_checkpoint_invalid"
+    RECEIPT_CHECKPOINT_MISMATCH = "receipt_checkpoint_mismatch"
+    RECEIPT_PROVENANCE_INVALID = "receipt_provenance_invalid"
+    RECEIPT_APPEND_CONFLICT = "receipt_append_conflict"
+    LAKE_VERSION_MISSING = "lake_version_missing"
+    LAKE_BATCH_MISSING = "lake_batch_missing"
+    LAKE_FACTS_MISMATCH = "lake_facts_mismatch"
     REPLAY_MANIFEST_MISSING = "replay_manifest_missing"
     REPLAY_MANIFEST_INVALID = "replay_manifest_invalid"
     REPLAY_SECTION_UNSUPPORTED = "replay_section_unsupported"
@@ -107,34 +121,32 @@ class Reason(StrEnum):
     MISSING_OUTPUT = "missing_output"
     OUTPUT_UNWRITABLE = "output_unwritable"
     UNSUPPORTED_HOME = "unsupported_home"
+    # the command line
+    HOME_NOT_FOUND = "home_not_found"
+    FILE_NOT_FOUND = "file_not_found"
+    UNKNOWN_CALLGRAPH = "unknown_callgraph"
+    UNKNOWN_BATCH = "unknown_batch"
+    NO_TOKEN_FILE = "no_token_file"
+    PORT_IN_USE = "port_in_use"
+    # object-store credentials (s3:// homes)
+    AWS_CONNECTION_NOT_FOUND = "aws_connection_not_found"
+    AWS_CONNECTION_UNAVAILABLE = "aws_connection_unavailable"
 
 
-class RuntimeFactsError(Exception):
-    """Base error: a message for people, a reason code for machines, an exit code for shells."""
+RuntimeFactsError = ReasonedError
+"""Base error: a message for people, a reason code for machines, an exit code for shells."""
 
-    exit_code: ExitCode = ExitCode.UNEXPECTED
+RejectedError = RejectedInput
+"""Input data was rejected or a verification failed (exit 3)."""
 
-    def __init__(self, reason: Reason | str, message: str, *, hint: str = "") -> None:
-        super().__init__(message)
-        self.reason = str(reason)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        text = f"[{self.reason}] {self.message}"
-        return f"{text}\n  hint: {self.hint}" if self.hint else text
+BatchRejected = TransformError
+"""A whole batch is rejected; carries per-line findings when there are any."""
 
 
 class UsageError(RuntimeFactsError):
     """The caller asked for something malformed (bad tenant, missing subject, ...)."""
 
     exit_code = ExitCode.USAGE
-
-
-class RejectedError(RuntimeFactsError):
-    """Input data was rejected or a verification failed."""
-
-    exit_code = ExitCode.REJECTED
 
 
 class NotFoundError(RuntimeFactsError):
@@ -145,18 +157,3 @@ class NotFoundError(RuntimeFactsError):
 
 class LockLostError(RuntimeFactsError):
     """A commit domain's lease lapsed or was taken over: this holder must not write."""
-
-
-class BatchRejected(RejectedError):
-    """A whole batch is rejected; carries per-line findings when there are any."""
-
-    def __init__(
-        self,
-        reason: Reason | str,
-        message: str,
-        *,
-        lines: list[tuple[int, str, str]] | None = None,
-        hint: str = "",
-    ) -> None:
-        super().__init__(reason, message, hint=hint)
-        self.lines = lines or []

@@ -13,6 +13,7 @@ from pathlib import Path
 from runtime_facts.config import Settings
 from runtime_facts.errors import Reason, UsageError
 from runtime_facts.stores.cas import CasStore
+from runtime_facts.stores.dsse import Signer
 from runtime_facts.stores.lake import Lake
 from runtime_facts.stores.objects import LocalObjectStore
 from runtime_facts.stores.outbox import Outbox
@@ -78,11 +79,19 @@ class Home:
         return Lake(str(self.root / "lake"))
 
     @cached_property
+    def signer(self) -> Signer | None:
+        """The site signing key of receipts checkpoints and provenance, when configured."""
+        path = self.settings.receipts.signing_key
+        return Signer.from_file(Path(path).expanduser()) if path else None
+
+    @cached_property
     def receipts(self) -> ReceiptLog:
-        """The receipts log."""
+        """The receipts log (signed checkpoints and provenance with a signing key)."""
+        every = self.settings.receipts.checkpoint_every
+        options = {"signer": self.signer, "checkpoint_every": every, "objects": self.objects}
         if self.remote:
-            return ObjectReceiptLog(self.objects, RECEIPTS_LOG)
-        return ReceiptLog(self.root / RECEIPTS_LOG)
+            return ObjectReceiptLog(self.objects, RECEIPTS_LOG, **options)
+        return ReceiptLog(self.root / RECEIPTS_LOG, **options)
 
     @cached_property
     def outbox(self) -> Outbox:

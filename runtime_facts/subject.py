@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from runtime_facts.errors import Reason, UsageError
+from transforms.text import forbidden_character
 
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_ID_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\%=]|\.\.")
 _MAX_ID = 256
+# `/` and `\\` (paths), `%` and `=` (partition values) anywhere; `@` in a version, so that
+# `component:<name>@<version>` splits at its last `@` and no two contexts share a key.
+_SEPARATORS = re.compile(r"[/\\%=]")
+_VERSION_SEPARATORS = re.compile(r"[/\\%=@]")
+ID_RULE = (
+    "1-256 characters, no leading or trailing whitespace, not '.' or '..' and no '..' inside, "
+    "no '/', '\\', '%', '=', no control or invisible character, in Unicode NFC"
+)
 
 
 def validate_tenant(tenant: str) -> str:
@@ -24,18 +33,63 @@ def validate_tenant(tenant: str) -> str:
     return tenant
 
 
+def id_problem(name: str, value: object, *, allow_slash: bool = False) -> str | None:
+    """Why `value` is not a valid id (see `ID_RULE`), or None when it is.
+
+    With `allow_slash` (component names such as `pkg:npm/left-pad`) `/` separates segments,
+    none of which may be empty, `.` or `..`; the id never becomes a path, but stays unambiguous.
+    """
+    if not isinstance(value, str):
+        return f"{name} must be a string"
+    if not value or not value.strip():
+        return f"{name} is empty"
+    if len(value) > _MAX_ID:
+        return f"{name} is longer than {_MAX_ID} characters"
+    if value != value.strip():
+        return f"{name} has leading or trailing whitespace"
+    point = forbidden_character(value)
+    if point is not None:
+        return f"{name} holds a control or invisible character ({point})"
+    if not unicodedata.is_normalized("NFC", value):
+        return f"{name} is not in Unicode NFC (composed) form"
+    if value in (".", "..") or ".." in value:
+        return f"{name} is or holds '..' or is '.'"
+    pattern = _VERSION_SEPARATORS if name == "version" else _SEPARATORS
+    found = pattern.search(value.replace("/", "") if allow_slash else value)
+    if found is not None:
+        return f"{name} holds {found.group()!r}"
+    if allow_slash and any(part in ("", ".") for part in value.split("/")):
+        return f"{name} has an empty or '.' segment between '/'"
+    return None
+
+
 def validate_id(name: str, value: str, *, allow_slash: bool = False) -> str:
-    """Reject ids that could escape a path or confuse a partition (/, .., %, =, NUL, controls)."""
-    bad = _ID_FORBIDDEN.search(value) if isinstance(value, str) else None
-    if allow_slash and bad and bad.group() == "/":
-        bad = re.search(r"[\x00-\x1f\x7f\\%=]|\.\.", value)
-    if not isinstance(value, str) or not value or len(value) > _MAX_ID or bad:
+    """Return `value` when it is a valid id (`ID_RULE`), else raise `invalid_context`."""
+    problem = id_problem(name, value, allow_slash=allow_slash)
+    if problem is not None:
         raise UsageError(
             Reason.INVALID_CONTEXT,
-            f"invalid {name} {value!r}",
-            hint=f"{name} must be 1-{_MAX_ID} characters without '/', '..', '%', '=', or controls",
+            f"invalid {name} {value!r}: {problem}",
+            hint=f"{name} must be {ID_RULE}" + (" ('@' neither)" if name == "version" else ""),
         )
     return value
+
+
+def parse_subject_key(key: str) -> dict[str, str]:
+    """The subject naming a key stands for: the inverse of `SubjectContext.subject_key`."""
+    kind, sep, rest = key.partition(":")
+    if sep and rest and kind == "image":
+        return {"imageDigest": rest}
+    if sep and rest and kind == "scan":
+        return {"scanId": rest}
+    component, at, version = rest.rpartition("@")
+    if sep and kind == "component" and at and component and version:
+        return {"component": component, "version": version}
+    raise UsageError(
+        Reason.INVALID_CONTEXT,
+        f"not a subject key: {key!r}",
+        hint="subject keys look like image:<digest>, scan:<id> or component:<name>@<version>",
+    )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Parse and validate a ``runtime-facts.callgraph.v1`` document into columnar frames.
 
-The document is already decompressed. Parsing is orjson; every per-element check after
+The document is already decompressed. Parsing is strict (a repeated key in any object is
+`duplicate_json_key`, see `transforms/strict_json.py`); every per-element check after
 that is a vectorised polars operation, so a graph with millions of edges costs little more
 than its JSON decode. Diagnostics that need an element index are computed only on failure.
 """
@@ -15,8 +16,10 @@ from operator import itemgetter, methodcaller
 from typing import Any, Final
 
 import numpy as np
-import orjson
 import polars as pl
+
+from transforms.errors import Reason
+from transforms.strict_json import DuplicateKeyError, loads_strict
 
 __all__ = [
     "CALLGRAPH_SCHEMA",
@@ -149,8 +152,10 @@ def _require_list(doc: dict[str, Any], key: str) -> list[Any]:
 def _decode(doc: bytes) -> dict[str, Any]:
     try:
         with _gc_paused():
-            parsed = orjson.loads(doc)
-    except orjson.JSONDecodeError as exc:
+            parsed = loads_strict(doc)  # a node or the graph naming a key twice is ambiguous
+    except DuplicateKeyError as exc:
+        raise CallgraphError(str(Reason.DUPLICATE_JSON_KEY), str(exc)) from exc
+    except (ValueError, RecursionError) as exc:
         raise CallgraphError("callgraph_invalid_json", str(exc)) from exc
     if not isinstance(parsed, dict):
         raise CallgraphError("callgraph_invalid_schema", "the document must be a JSON object")

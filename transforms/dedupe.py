@@ -6,7 +6,7 @@ from datetime import datetime
 
 import polars as pl
 
-from runtime_facts.errors import BatchRejected, Reason
+from transforms.errors import Reason, TransformError
 from transforms.schema import BATCH_ROW_SCHEMA, INT64_MAX, KEY
 
 
@@ -21,7 +21,7 @@ def dedupe_events(events: pl.DataFrame) -> pl.DataFrame:
         distinct process names, container ids and evidence URIs, sorted by key.
 
     Raises:
-        BatchRejected: `hit_count_overflow` when a key's hits pass 2^63-1.
+        TransformError: `hit_count_overflow` when a key's hits pass 2^63-1.
     """
 
     def distinct(column: str) -> pl.Expr:
@@ -39,7 +39,7 @@ def dedupe_events(events: pl.DataFrame) -> pl.DataFrame:
     over = grouped.filter(pl.col("hit_count") > INT64_MAX)
     if over.height:
         first = over.sort(KEY, nulls_last=False).row(0, named=True)
-        raise BatchRejected(
+        raise TransformError(
             Reason.HIT_COUNT_OVERFLOW,
             f"hitCount sum for symbol {first['symbol_id']!r} passes 2^63-1 within the batch",
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from runtime_facts.errors import Reason
+from transforms.errors import Reason
 from transforms.schema import INT64_MAX, KNOWN_FIELDS, RAW_SCHEMA, REJECTION_SCHEMA
 
 _STRING_FIELDS = ("codeId", "loaderBase", "socketAddress", "containerId", "evidenceUri", "purl",
@@ -189,7 +189,31 @@ def _raw_row(number: int, obj: dict[str, Any]) -> dict[str, Any]:
         "observed_raw": observed,
         "reason_code": None if reason is None else str(reason),
         "detail": detail,
+        "socket_address": strings["socketAddress"],
+        "purl": strings["purl"],
+        "build_id": strings["buildId"],
+        "process_text": _process_text(obj),
+        "metadata_text": _metadata_text(metadata),
     }
+
+
+def _process_text(obj: dict[str, Any]) -> str | None:
+    """Both spellings of the process name, joined, for the character rule."""
+    process = obj.get("process")
+    names = [
+        process.get("name") if isinstance(process, dict) else None,
+        obj.get("processName"),
+    ]
+    texts = [name for name in names if isinstance(name, str)]
+    return "".join(texts) if texts else None
+
+
+def _metadata_text(metadata: Any) -> str | None:
+    """Keys and values of the non-null metadata entries, joined, for the character rule."""
+    if not isinstance(metadata, dict):
+        return None
+    parts = [key + value for key, value in metadata.items() if isinstance(value, str)]
+    return "".join(parts) if parts else None
 
 
 def _process_name(obj: dict[str, Any], fail: Any) -> str | None:

@@ -8,8 +8,8 @@ from datetime import datetime
 import polars as pl
 import pyarrow as pa
 
-from runtime_facts.errors import BatchRejected, Reason
 from transforms.duck import offline_connection
+from transforms.errors import Reason, TransformError
 from transforms.schema import FACT_KEY, FACT_SCHEMA, INT64_MAX, SUBJECT
 
 _SUMS = ("hit_count", "event_count", "batch_count")
@@ -101,7 +101,7 @@ def fold_facts(current: pl.DataFrame, batches: pl.DataFrame, now: datetime) -> p
         The new `runtime_facts` rows for those subjects, sorted by key.
 
     Raises:
-        BatchRejected: `hit_count_overflow` when a cumulative sum would pass 2^63-1.
+        TransformError: `hit_count_overflow` when a cumulative sum would pass 2^63-1.
     """
     return fold_summary(current, summarize_batch_rows(batches), now)
 
@@ -127,7 +127,7 @@ def fold_summary(current: pl.DataFrame, incoming: pl.DataFrame, now: datetime) -
     over = touched.filter((pl.col("hit_count") > INT64_MAX) | (pl.col("event_count") > INT64_MAX))
     if over.height:
         row = over.sort(FACT_KEY, nulls_last=False).row(0, named=True)
-        raise BatchRejected(
+        raise TransformError(
             Reason.HIT_COUNT_OVERFLOW,
             f"cumulative hitCount of {row['symbol_id']!r} in {row['subject_key']} passes 2^63-1",
         )

@@ -50,6 +50,12 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "observed_raw": pl.String(),
     "reason_code": pl.String(),
     "detail": pl.String(),
+    # checked for refused characters, not kept: the other string fields of an event
+    "socket_address": pl.String(),
+    "purl": pl.String(),
+    "build_id": pl.String(),
+    "process_text": pl.String(),  # process.name and processName together
+    "metadata_text": pl.String(),  # metadata keys and values (of non-null values) together
 }
 
 EVENT_COLUMNS = [

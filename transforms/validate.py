@@ -12,21 +12,28 @@ from __future__ import annotations
 import io
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from runtime_facts.errors import Reason
 from transforms.diagnose import Limits, diagnose_lines
+from transforms.errors import Reason
 from transforms.schema import (
     ARROW_EVENT_SCHEMA,
     EVENT_COLUMNS,
     KNOWN_FIELDS,
     REJECTION_SCHEMA,
+)
+from transforms.text import (
+    FORBIDDEN_CLASS_RUST,
+    FORBIDDEN_RANGES,
+    MAX_TIMESTAMP_US,
+    MIN_TIMESTAMP_US,
 )
 
 _HEX_RE = r"^(0[xX])?[0-9a-fA-F]+$"
@@ -72,7 +79,7 @@ def validate_events(text: bytes, limits: Limits) -> ValidationResult:
     else:
         frame, early, unknown = diagnose_lines(text, limits)
         fast_path = False
-    checked = _check_rows(frame)
+    checked = _check_rows(frame, refusable=not _plain_ascii(text))
     bad = checked.filter(pl.col("reason_code").is_not_null()).select(
         "line_number", "reason_code", "detail"
     )
@@ -133,9 +140,11 @@ def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, in
         count = table.num_rows - table.column(field.name).null_count
         if count:
             unknown[field.name] = count
-    frame = pl.from_arrow(table.select(ARROW_EVENT_SCHEMA.names))  # unknown fields: counted only
+    kept = [*ARROW_EVENT_SCHEMA.names, *(["metadata"] if "metadata" in table.schema.names else [])]
+    frame = pl.from_arrow(table.select(kept))  # unknown fields: counted only
     assert isinstance(frame, pl.DataFrame)
     process = pl.col("process")
+    metadata = _metadata_text(frame.schema.get("metadata"))
     frame = frame.select(
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line_number"),
         pl.col("symbolId").alias("symbol_id"),
@@ -148,8 +157,36 @@ def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, in
         pl.coalesce(pl.col("observedAt"), pl.col("timestamp")).alias("observed_raw"),
         pl.lit(None, dtype=pl.String).alias("reason_code"),
         pl.lit(None, dtype=pl.String).alias("detail"),
+        pl.col("socketAddress").alias("socket_address"),
+        pl.col("purl"),
+        pl.col("buildId").alias("build_id"),
+        _joined([process.struct.field("name"), pl.col("processName")]).alias("process_text"),
+        metadata.alias("metadata_text"),
     )
     return frame, dict(sorted(unknown.items()))
+
+
+def _joined(parts: Sequence[pl.Expr]) -> pl.Expr:
+    """The non-null parts concatenated; null when every part is null (as the diagnosis has it)."""
+    return (
+        pl.when(pl.any_horizontal(part.is_not_null() for part in parts))
+        .then(pl.concat_str(parts, ignore_nulls=True))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
+
+
+def _metadata_text(dtype: pl.DataType | None) -> pl.Expr:
+    """Keys and values of the non-null metadata entries, joined, for the character rule."""
+    if not isinstance(dtype, pl.Struct) or not dtype.fields:
+        return pl.lit(None, dtype=pl.String)
+    column = pl.col("metadata")
+    entries = [
+        pl.when(column.struct.field(f.name).is_not_null()).then(
+            pl.lit(f.name) + column.struct.field(f.name).cast(pl.String)
+        )
+        for f in dtype.fields
+    ]
+    return _joined(entries)
 
 
 def _one_flat_object_per_line(
@@ -228,7 +265,16 @@ def _is_string_map(dtype: pa.DataType) -> bool:
     )
 
 
-def _check_rows(frame: pl.DataFrame) -> pl.DataFrame:
+def _plain_ascii(text: bytes) -> bool:
+    """True when the bytes are printable ASCII, tab, CR and LF without a backslash: then no
+    string of the batch can hold a refused character, raw or escaped, and that rule is moot."""
+    return not text.translate(None, _PLAIN_BYTES)
+
+
+_PLAIN_BYTES = bytes(b for b in range(0x20, 0x7F) if b != 0x5C) + b"\t\n\r"
+
+
+def _check_rows(frame: pl.DataFrame, *, refusable: bool = True) -> pl.DataFrame:
     """Apply the field rules shared by both paths; the first failing rule names the reason.
 
     Timestamps without an offset are read as UTC; that second parse only runs when some
@@ -246,29 +292,56 @@ def _check_rows(frame: pl.DataFrame) -> pl.DataFrame:
             _TS_NAIVE, strict=False, time_unit="us", cache=False
         ).dt.replace_time_zone("UTC")
         frame = frame.with_columns(pl.coalesce(pl.col("observed_at"), naive).alias("observed_at"))
+    # Outside what every reader holds (years 1-9999 UTC) is as invalid as unparseable; such a
+    # value is dropped before the order check so it cannot make later lines look out of order.
+    micros = pl.col("observed_at").cast(pl.Int64)
+    out_of_range = (micros < MIN_TIMESTAMP_US) | (micros > MAX_TIMESTAMP_US)
+    frame = frame.with_columns(
+        out_of_range.fill_null(False).alias("_ts_out_of_range"),
+        pl.when(out_of_range).then(None).otherwise(pl.col("observed_at")).alias("observed_at"),
+    )
     parsed = pl.col("observed_at")
     running_max = parsed.cum_max().forward_fill().shift(1)
-    has_nul = pl.any_horizontal(
-        pl.col(c).str.contains("\x00", literal=True).fill_null(False)
-        for c in ("symbol_id", "code_id", "loader_base")
-    )
+    symbol = pl.col("symbol_id")
+    code_id = pl.col("code_id")
+    refused, refused_detail = _refused_characters() if refusable else (pl.lit(False), pl.lit(None))
+    # anchored at one end each: two fast searches instead of one scan of the whole string
+    padded = symbol.str.contains(r"^\s") | symbol.str.contains(r"\s$")
     rules: list[tuple[pl.Expr, Reason, pl.Expr]] = [
         (
-            pl.col("symbol_id").is_null() | (pl.col("symbol_id") == ""),
+            symbol.is_null() | (symbol == "") | (padded & symbol.str.contains(r"^\s*$")),
             Reason.MISSING_SYMBOL_ID,
-            pl.lit("symbolId is required and must be a non-empty string"),
+            pl.lit("symbolId is required and must hold a non-whitespace character"),
         ),
-        (has_nul, Reason.NUL_CHARACTER, pl.lit("an id contains a NUL character")),
+        (refused, Reason.CONTROL_CHARACTER, refused_detail),
+        (
+            padded,
+            Reason.INVALID_SYMBOL_ID,
+            pl.format("symbolId has leading or trailing whitespace: {}", symbol),
+        ),
         (
             pl.col("hit_count").is_null() | (pl.col("hit_count") < 1),
             Reason.INVALID_HIT_COUNT,
             pl.format("hitCount must be an integer >= 1, got {}", pl.col("hit_count")),
         ),
         (
+            (code_id == "") | code_id.str.contains(r"^\s") | code_id.str.contains(r"\s$"),
+            Reason.INVALID_CODE_ID,
+            pl.format("codeId is blank or has leading or trailing whitespace: {}", code_id),
+        ),
+        (
             pl.col("loader_base").is_not_null()
             & ~pl.col("loader_base").str.contains(_HEX_RE).fill_null(False),
             Reason.INVALID_LOADER_BASE,
             pl.format("loaderBase must be hex like 0x7f3a..., got {}", pl.col("loader_base")),
+        ),
+        (
+            pl.col("_ts_out_of_range"),
+            Reason.INVALID_TIMESTAMP,
+            pl.format(
+                "observedAt {} is outside 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z",
+                raw,
+            ),
         ),
         (
             raw.is_not_null() & parsed.is_null(),
@@ -294,3 +367,40 @@ def _check_rows(frame: pl.DataFrame) -> pl.DataFrame:
         )
         detail = pl.when(pl.col("reason_code").is_null() & cond).then(text).otherwise(detail)
     return frame.with_columns(reason.alias("reason_code"), detail.alias("detail"))
+
+
+# Every string field of an event, in the order a finding names them.
+_TEXT_FIELDS = (
+    ("symbol_id", "symbolId"),
+    ("code_id", "codeId"),
+    ("loader_base", "loaderBase"),
+    ("process_text", "process name"),
+    ("container_id", "containerId"),
+    ("evidence_uri", "evidenceUri"),
+    ("socket_address", "socketAddress"),
+    ("purl", "purl"),
+    ("build_id", "buildId"),
+    ("metadata_text", "metadata"),
+)
+_CODE_POINTS = {
+    chr(cp): f"U+{cp:04X}" for low, high in FORBIDDEN_RANGES for cp in range(low, high + 1)
+}
+
+
+def _refused_characters() -> tuple[pl.Expr, pl.Expr]:
+    """Whether a line has a refused character in a string field; which field and code point."""
+    hits = [
+        (pl.col(column).str.contains(FORBIDDEN_CLASS_RUST).fill_null(False), column, name)
+        for column, name in _TEXT_FIELDS
+    ]
+    detail: Any = pl
+    for cond, column, name in hits:
+        point = (
+            pl.col(column)
+            .str.extract(f"({FORBIDDEN_CLASS_RUST})")
+            .replace_strict(_CODE_POINTS, default=None, return_dtype=pl.String)
+        )
+        detail = detail.when(cond).then(
+            pl.format(f"{name} holds a control or invisible character ({{}})", point)
+        )
+    return pl.any_horizontal(cond for cond, _, _ in hits), detail.otherwise(None)

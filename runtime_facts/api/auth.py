@@ -21,6 +21,7 @@ import orjson
 from runtime_facts.api.errors import ApiError
 from runtime_facts.errors import Reason
 from runtime_facts.subject import TENANT_RE
+from transforms.strict_json import DuplicateKeyError, loads_strict
 
 SCOPE_WRITE = "signals.runtime:write"
 SCOPE_READ = "signals:read"
@@ -31,6 +32,10 @@ TOKEN_PREFIX = "rtf_"
 
 class TokenFileError(ValueError):
     """The token file is missing or malformed (the server is then not ready)."""
+
+    def __init__(self, message: str, reason: str = "token_file_invalid") -> None:
+        super().__init__(f"[{reason}] {message}" if reason != "token_file_invalid" else message)
+        self.reason = reason
 
 
 def hash_token(token: str) -> str:
@@ -69,8 +74,10 @@ class Principal:
 def parse_token_file(raw: bytes) -> list[TokenEntry]:
     """Parse and check a token file; TokenFileError says what is wrong (never a token)."""
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        doc = loads_strict(raw)
+    except DuplicateKeyError as exc:
+        raise TokenFileError(f"token file: {exc}", Reason.DUPLICATE_JSON_KEY) from exc
+    except ValueError as exc:
         raise TokenFileError(f"token file is not JSON: {exc}") from exc
     items = doc.get("tokens") if isinstance(doc, dict) else None
     if not isinstance(items, list):

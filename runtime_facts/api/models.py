@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runtime_facts.subject import ID_RULE
+
 
 class LineFinding(BaseModel):
     """One rejected line."""
@@ -100,7 +102,9 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
     "properties": {
         "subject": {
             "type": "object",
-            "description": "imageDigest, or scanId, or component + version.",
+            "description": "imageDigest, or scanId, or component + version. Every id: "
+            + ID_RULE
+            + "; component may hold '/', version may not hold '@'.",
             "properties": {
                 "imageDigest": {"type": "string"},
                 "scanId": {"type": "string"},
@@ -108,7 +112,7 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
                 "version": {"type": "string"},
             },
         },
-        "callgraphId": {"type": "string"},
+        "callgraphId": {"type": "string", "description": "An id: " + ID_RULE + "."},
         "events": {
             "type": "array",
             "description": "Runtime fact events (SPEC §1), validated like NDJSON lines.",

@@ -2,7 +2,10 @@
 
 Checks: the home exists and is writable; a seeded random sample of CAS objects still hashes
 to its address; the five Delta tables are there (version, files, rows); the receipts log's
-hash chain verifies; the metrics textfile is there; and the effective configuration. Nothing
+hash chains verify; the lake still holds what the receipts say (every recorded table version
+in the Delta log, every accepted batch's rows, `runtime_facts` equal to the fold of
+`runtime_fact_batches`: `runtime_facts.ops.lake_audit`); the metrics textfile is there; and the
+effective configuration. Nothing
 is created or changed (the writability probe is a temp file, removed at once).
 """
 
@@ -20,13 +23,14 @@ from typing import Any, Literal
 import polars as pl
 from deltalake import DeltaTable
 
+from runtime_facts.analyst.report_data import receipt_lines
 from runtime_facts.errors import RuntimeFactsError
 from runtime_facts.home import RECEIPTS_LOG, Home
+from runtime_facts.ops.lake_audit import audit_lake
 from runtime_facts.pipeline.publish import METRICS_KEY
-from runtime_facts.report_data import receipt_lines
 from runtime_facts.stores.cas import Kind, cas_uri
 from runtime_facts.stores.lake import TABLES
-from runtime_facts.stores.receipts import verify_chain
+from runtime_facts.stores.receipts import verify_log
 
 Status = Literal["ok", "warn", "fail", "skip"]
 BATCHES_METRIC = "signals_runtime_batches_total{"
@@ -175,9 +179,15 @@ def check_lake(home: Home) -> Check:
 
 
 def check_receipts(home: Home) -> Check:
-    """The receipts log's hash chain verifies from the first line to the last."""
-    count, broken = verify_chain(receipt_lines(home))
-    details: dict[str, Any] = {"log": home.receipts.location, "receipts": count}
+    """The receipts log's hash chains verify from the first line to the last."""
+    result = verify_log(receipt_lines(home))
+    count, broken = result.receipts, result.first_break
+    details: dict[str, Any] = {
+        "log": home.receipts.location,
+        "receipts": count,
+        "chains": len(result.chains),
+        "checkpoints": result.checkpoints,
+    }
     if broken is not None:
         details["first_break"] = {"line": broken.line_number, "reason": broken.reason}
         return Check(
@@ -192,7 +202,33 @@ def check_receipts(home: Home) -> Check:
     return Check(
         "receipts",
         "ok",
-        f"{count} receipts chain correctly (`receipts verify` also checks the table)",
+        f"{count} receipts in {len(result.chains)} chains verify "
+        f"({result.checkpoints} checkpoints; `receipts verify` also checks the table)",
+        details=details,
+    )
+
+
+def check_lake_receipts(home: Home) -> Check:
+    """The lake still holds what the receipts say (`runtime_facts.ops.lake_audit`)."""
+    if not home.lake.exists():
+        return Check("lake_receipts", "skip", "skipped: no tables")
+    findings = audit_lake(home, list(home.receipts))
+    details: dict[str, Any] = {"findings": [asdict(f) for f in findings]}
+    if findings:
+        first = findings[0]
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        return Check(
+            "lake_receipts",
+            "fail",
+            f"[{first.reason_code}] {first.reason}{more}",
+            hint="the Delta log was altered or rows were lost: restore the table from a backup, "
+            "or re-ingest the named batches into a fresh home; see docs/runbook.md",
+            details=details,
+        )
+    return Check(
+        "lake_receipts",
+        "ok",
+        "table versions, accepted batches and the fold of runtime_fact_batches agree",
         details=details,
     )
 
@@ -265,13 +301,14 @@ def run_doctor(home: Home, *, sample: int = 20, seed: int = 0, now: datetime) ->
     first = check_home(home)
     report.checks.append(first)
     if first.status == "fail" and (home.remote or not home.root.is_dir()):
-        for name in ("cas", "lake", "receipts", "metrics"):
+        for name in ("cas", "lake", "receipts", "lake_receipts", "metrics"):
             report.checks.append(Check(name, "skip", "skipped: no home"))
     else:
         report.checks.append(check_cas(home, sample, seed))
         report.checks.append(check_lake(home))
         receipts = check_receipts(home)
         report.checks.append(receipts)
+        report.checks.append(check_lake_receipts(home))
         count = receipts.details.get("receipts") if receipts.status == "ok" else None
         report.checks.append(check_metrics(home, now, count))
     report.checks.append(check_config(home))

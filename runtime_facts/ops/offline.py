@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -55,6 +56,8 @@ Progress = Callable[[str], None]
 PRIVATE_KEY_FILE = "offline-kit.key"
 PUBLIC_KEY_FILE = "offline-kit.pub"
 _NO_STAMP = "00000000T000000Z"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
 
 @dataclass
@@ -346,22 +349,33 @@ def _first_stamp(data: bytes) -> str:
     return _NO_STAMP
 
 
+def kit_folder(subject_key: str) -> str:
+    """The kit folder of a subject's batches: the scan id for `scan:` subjects (SPEC §3),
+    else the subject key with every character outside `[A-Za-z0-9._@-]` replaced by `-`."""
+    kind, _, value = subject_key.partition(":")
+    if kind == "scan" and value:
+        return value
+    return _UNSAFE.sub("-", subject_key)
+
+
 def export_kit(
     home: Home,
     *,
     tenant: str,
-    scan_id: str,
+    scan_id: str | None = None,
+    subject_key: str | None = None,
     out: Path,
     include_receipts: bool = False,
     private_key: Path | None = None,
     now: datetime,
 ) -> Path:
-    """Write every CAS batch of one scan into a new kit folder (same data, same bytes).
+    """Write every CAS batch of one subject into a new kit folder (same data, same bytes).
 
     Args:
         home: the source home.
         tenant: the batches' tenant.
-        scan_id: the subject's scanId.
+        scan_id: the subject's scanId (the same as `subject_key="scan:<id>"`).
+        subject_key: any subject key: `image:<digest>`, `scan:<id>`, `component:<n>@<v>`.
         out: the kit folder to create (must not exist, or be empty).
         include_receipts: add this home's receipts for the exported batches.
         private_key: sign the manifest with this Ed25519 key.
@@ -371,11 +385,17 @@ def export_kit(
         The kit folder.
 
     Raises:
-        NotFoundError: no staged batch for that tenant and scan.
-        UsageError: `out` exists and is not empty.
+        NotFoundError: no staged batch for that tenant and subject.
+        UsageError: `out` exists and is not empty, or not exactly one of `scan_id` and
+            `subject_key` was given.
     """
     validate_tenant(tenant)
-    validate_id("scanId", scan_id)
+    if (scan_id is None) == (subject_key is None):
+        raise UsageError(Reason.INVALID_CONTEXT, "give exactly one of scan_id or subject_key")
+    if scan_id is not None:
+        subject_key = f"scan:{validate_id('scanId', scan_id)}"
+    assert subject_key is not None
+    folder = kit_folder(subject_key)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(
             Reason.KIT_OUTPUT_EXISTS,
@@ -389,16 +409,17 @@ def export_kit(
             ctx = home.cas.subject_context(sha)
         except (NotFoundError, UsageError):
             continue  # not staged with a context: nothing to say whose it is
-        if ctx.tenant != tenant or ctx.scan_id != scan_id:
+        if ctx.tenant != tenant or ctx.subject_key != subject_key:
             continue
         data = home.cas.get("runtime", sha)
-        path = f"reachability/runtime/{scan_id}/{_first_stamp(data)}-{sha[:12]}.ndjson.gz"
+        path = f"reachability/runtime/{folder}/{_first_stamp(data)}-{sha[:12]}.ndjson.gz"
         files[path] = (KitFile(path, sha, len(data), ctx), data)
     if not files:
         raise NotFoundError(
             Reason.UNKNOWN_SUBJECT,
-            f"no staged batch for tenant {tenant!r} and scan {scan_id!r} under {home.root}",
-            hint="check the scan id; `runtime-facts cas put ... --scan-id` stages batches",
+            f"no staged batch for tenant {tenant!r} and subject {subject_key!r} under {home.uri}",
+            hint="check the subject; `runtime-facts cas put ... --scan-id` (or --image-digest, "
+            "--component/--version) stages batches",
         )
     receipts: list[KitFile] = []
     receipts_bytes = b""
@@ -417,6 +438,7 @@ def export_kit(
         receipts=receipts,
     )
     raw = manifest.dumps()
+    parse_manifest(raw)  # what a verifying site will check, before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:

@@ -13,6 +13,12 @@ that record when or how often the home did the work rather than what it derived
 (`runtime_facts.updated_at`; `reachability_states.computed_at` and `fact_version`). So
 `statesDigest` equals the `digest` of the subject's latest `signals.fact.updated.v1` event.
 No rows is the empty document: `sha256:e3b0c442…b855`.
+
+The section also records the validation limits the home used (`limits`: the `ingest`
+settings that decide whether a line or batch is accepted, such as `max_line_bytes`), and
+`replay` re-derives with those limits rather than the current settings: a later change of
+`RUNTIME_FACTS__INGEST__MAX_LINE_BYTES` cannot make a replay differ silently. A manifest
+recorded before limits were recorded replays with the current settings.
 """
 
 from __future__ import annotations
@@ -30,13 +36,15 @@ from typing import Any
 import orjson
 import polars as pl
 
+from runtime_facts.config import IngestSettings
 from runtime_facts.errors import NotFoundError, Reason, RejectedError, UsageError
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.pipeline.score import STATE_DIGEST_EXCLUDE, recompute
 from runtime_facts.stores.cas import Kind, cas_uri, parse_cas_uri
 from runtime_facts.stores.graphs import current_graph_sha, stage_graph
-from runtime_facts.subject import SubjectContext, validate_tenant
+from runtime_facts.subject import SubjectContext, parse_subject_key, validate_tenant
+from runtime_facts.trusted_json import load_trusted
 from transforms.canonical import digest_rows
 from transforms.schema import SUBJECT
 
@@ -48,6 +56,15 @@ STATES_EXCLUDE = (*SUBJECT, *STATE_DIGEST_EXCLUDE)
 HELD = ("replay", "held")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The ingest settings that decide what a batch's facts are (policy flags are per run).
+LIMITS = (
+    "max_batch_bytes",
+    "max_decompressed_bytes",
+    "max_compression_ratio",
+    "max_line_bytes",
+    "max_nesting_depth",
+    "max_number_digits",
+)
 
 
 EMPTY_DIGEST = "sha256:" + hashlib.sha256(b"").hexdigest()
@@ -76,19 +93,7 @@ def states_digest(home: Home, tenant: str, callgraph_id: str, subject_key: str) 
 
 def subject_from_key(subject_key: str) -> dict[str, str]:
     """`scan:s-1` → `{"scanId": "s-1"}` (the inverse of `SubjectContext.subject_key`)."""
-    kind, _, value = subject_key.partition(":")
-    if kind == "image" and value:
-        return {"imageDigest": value}
-    if kind == "scan" and value:
-        return {"scanId": value}
-    if kind == "component" and "@" in value:
-        component, version = value.rsplit("@", 1)
-        return {"component": component, "version": version}
-    raise UsageError(
-        Reason.INVALID_CONTEXT,
-        f"invalid subject key {subject_key!r}",
-        hint="subject keys look like image:<digest>, scan:<id> or component:<name>@<version>",
-    )
+    return parse_subject_key(subject_key)
 
 
 def _cite(kind: Kind, sha: str) -> dict[str, str]:
@@ -163,10 +168,28 @@ def record_manifest(
             ),
             "factsDigest": facts_digest(home, tenant, callgraph_id, subject_key),
             "statesDigest": states_digest(home, tenant, callgraph_id, subject_key),
+            "limits": recorded_limits(home.settings.ingest),
         },
     }
     _atomic_write(out, _dumps(doc))
     return doc
+
+
+def recorded_limits(ingest_settings: IngestSettings) -> dict[str, int]:
+    """The validation limits a manifest records (see the module docstring)."""
+    return {name: int(getattr(ingest_settings, name)) for name in LIMITS}
+
+
+def _limits(path: Path, body: dict[str, Any]) -> dict[str, int] | None:
+    limits = body.get("limits")
+    if limits is None:
+        return None
+    if not isinstance(limits, dict) or set(limits) != set(LIMITS):
+        raise _invalid(path, f"reachability.limits must be an object of {', '.join(LIMITS)}")
+    for name, value in limits.items():
+        if type(value) is not int or value < 1:
+            raise _invalid(path, f"reachability.limits.{name} must be a positive integer")
+    return {str(k): int(v) for k, v in limits.items()}
 
 
 def _dumps(doc: dict[str, Any]) -> bytes:
@@ -239,6 +262,7 @@ class ReplayManifest:
     context: SubjectContext
     runtime: list[str]
     graphs: list[str]
+    limits: dict[str, int] | None = None
 
 
 def load_manifest(path: Path, section: str = "reachability") -> ReplayManifest:
@@ -255,14 +279,14 @@ def load_manifest(path: Path, section: str = "reachability") -> ReplayManifest:
             hint=f"supported sections: {', '.join(SECTIONS)}",
         )
     try:
-        doc = orjson.loads(path.read_bytes())
+        doc = load_trusted(path.read_bytes(), str(path))
     except FileNotFoundError as exc:
         raise NotFoundError(
             Reason.REPLAY_MANIFEST_MISSING,
             f"no replay manifest at {path}",
             hint="write one with `runtime-facts replay record ... --out FILE`",
         ) from exc
-    except orjson.JSONDecodeError as exc:
+    except ValueError as exc:
         raise _invalid(path, f"not valid JSON ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("schemaVersion") != SCHEMA_VERSION:
         raise _invalid(path, f"not a replay manifest with schemaVersion {SCHEMA_VERSION!r}")
@@ -285,6 +309,7 @@ def load_manifest(path: Path, section: str = "reachability") -> ReplayManifest:
         context=ctx,
         runtime=_citations(path, body, "runtimeTraces", "runtime"),
         graphs=_citations(path, body, "graphs", "graphs"),
+        limits=_limits(path, body),
     )
 
 
@@ -301,6 +326,8 @@ class ReplayReport:
     graphs: int
     recorded: dict[str, str]
     replayed: dict[str, str]
+    limits: dict[str, int] = field(default_factory=dict)
+    limits_source: str = "manifest"
     mismatches: list[str] = field(default_factory=list)
     rejected_batches: list[dict[str, Any]] = field(default_factory=list)
     scratch: str | None = None
@@ -379,7 +406,11 @@ def replay(
     ctx = manifest.context
     body = manifest.doc[section]
     with _scratch_root(scratch) as root:
-        target = Home(source.settings.model_copy(update={"home": str(root / "home")}))
+        settings = source.settings.model_copy(update={"home": str(root / "home")})
+        if manifest.limits is not None:
+            ingest_settings = settings.ingest.model_copy(update=manifest.limits)
+            settings = settings.model_copy(update={"ingest": ingest_settings})
+        target = Home(settings)
         for sha in manifest.runtime:
             _copy_batch(source, target, sha)
         for sha in manifest.graphs:
@@ -404,6 +435,8 @@ def replay(
         graphs=len(manifest.graphs),
         recorded=recorded,
         replayed=replayed,
+        limits=recorded_limits(target.settings.ingest),
+        limits_source="manifest" if manifest.limits is not None else "current settings",
         mismatches=[k for k in recorded if recorded[k] != replayed[k]],
         rejected_batches=[
             {"batch_sha256": o.batch_sha256, "reason_codes": o.reason_codes, "detail": o.detail}

@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import polars as pl
 
 from runtime_facts import __version__
@@ -50,6 +49,7 @@ from runtime_facts.stores.graphs import (
 )
 from runtime_facts.stores.lake import TABLES
 from runtime_facts.stores.receipts import ObjectReceiptLog, ReceiptLog, canonical_json
+from runtime_facts.trusted_json import load_trusted
 from transforms.schema import FACT_KEY
 
 RETENTION_LOG = "receipts/retention.log"
@@ -197,8 +197,12 @@ def _held_uris(home: Home) -> set[str]:
         if not key.endswith(".json"):
             continue
         try:
-            doc = orjson.loads(home.objects.get(key))
-        except orjson.JSONDecodeError as exc:
+            doc = load_trusted(
+                home.objects.get(key),
+                f"held replay manifest {home.uri}/{key}",
+                hint="fix or remove the file; retention deletes nothing while a hold is unreadable",
+            )
+        except ValueError as exc:
             raise RejectedError(
                 "invalid_replay_manifest",
                 f"held replay manifest {home.uri}/{key} is not valid JSON: {exc}",

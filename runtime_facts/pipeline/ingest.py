@@ -75,6 +75,8 @@ def ingest(
             group = []
     if group:
         _commit(home, group, clock, summary, on_batch)
+    if summary.batches:
+        home.receipts.checkpoint(clock())  # with a signing key, every run ends signed
     touched = sorted({o.tenant for o in summary.outcomes if o.tenant is not None})
     if fold:
         # Every tenant, not only this run's: a crash elsewhere may have left rows unfolded.

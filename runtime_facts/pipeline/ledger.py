@@ -32,7 +32,9 @@ import orjson
 import polars as pl
 
 from runtime_facts.home import Home
+from runtime_facts.stores.chain import LEGACY, ChainKey, chain_of
 from runtime_facts.stores.lake import RECEIPT_SCHEMA, sql_literal
+from runtime_facts.stores.receipts import mirror_app
 from runtime_facts.stores.s3 import Fence
 
 RECEIPTS_APP = "runtime-facts.receipts"
@@ -200,10 +202,11 @@ def _restore_log_from_table(home: Home, tenant: str, fence: Fence) -> int:
     )
     restored = 0
     for _, raw in rows.iter_rows():
-        if not raw:
+        doc = orjson.loads(raw) if raw else None
+        if doc is None or chain_of(doc) != tenant:  # rows of an old log's global chain stay
             continue
         fence.check()
-        home.receipts.restore(orjson.loads(raw))
+        home.receipts.restore(doc)
         restored += 1
     return restored
 
@@ -282,29 +285,24 @@ def receipt_rows(receipts: list[dict[str, Any]]) -> pl.DataFrame:
 def sync_receipts(home: Home, tenant: str | None = None) -> int:
     """Bring `ingest_receipts` up to the log (one tenant, or all); returns receipts mirrored.
 
-    Receipts without a tenant (a batch whose context could not be read) are mirrored under
-    the home-wide app id. Call under the tenant's lock (or the home lock for all).
+    Every receipts chain is mirrored on its own: receipts without a tenant (a batch whose
+    context could not be read) and an old log's global chain too (`stores.receipts.mirror_app`).
+    Call under the tenant's lock (or the home lock for all).
     """
-    names = (
-        [tenant]
-        if tenant is not None
-        else sorted({t for t in home.receipt_index.refresh().last_sequence if t is not None})
-    )
+    chains = list(home.receipt_index.refresh().last_sequence) if tenant is None else [tenant]
     total = 0
-    for name in names:
-        total += _sync_one(home, name)
-    if tenant is None:
-        total += _sync_one(home, None)
+    for chain in sorted(chains, key=lambda c: (c is None, c == LEGACY, c or "")):
+        total += _sync_one(home, chain)
     return total
 
 
-def _sync_one(home: Home, tenant: str | None) -> int:
-    app = receipts_app(tenant) if tenant is not None else RECEIPTS_APP
+def _sync_one(home: Home, chain: ChainKey) -> int:
+    app = mirror_app(chain)  # the null chain and an old log's global chain have their own
     mirrored = home.lake.table("ingest_receipts").transaction_version(app) or 0
-    index = home.receipt_index.refresh()
-    if index.last_sequence.get(tenant, 0) <= mirrored:
+    last = home.receipts.last(chain)
+    if last is None or int(last["sequence"]) <= mirrored:
         return 0
-    missing = [r for r in home.receipts if r.get("tenant") == tenant and r["sequence"] > mirrored]
+    missing = home.receipts.after(chain, mirrored)
     if not missing:
         return 0
     home.lake.append("ingest_receipts", receipt_rows(missing), txn=(app, missing[-1]["sequence"]))

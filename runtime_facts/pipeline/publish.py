@@ -189,9 +189,10 @@ def publish_run(home: Home, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
             with home.commit_lock():
                 sync_receipts(home)
     totals = write_metrics(home)
+    home.receipts.checkpoint()  # with a signing key, every run ends signed
     last = home.receipts.last()
     summary["receipts"] = {
-        "count": int(last["sequence"]) if last else 0,
+        "count": sum(head.count for head in home.receipts.heads().values()),
         "head_sha256": last["receipt_sha256"] if last else None,
         "log": str(getattr(home.receipts, "location", home.receipts.path)),
     }

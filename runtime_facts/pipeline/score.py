@@ -173,7 +173,7 @@ def _recompute_one(
         return
     digest = digest_rows(states.drop("tenant", "callgraph_id", "subject_key"))
     outbox = home.outbox
-    version = outbox.last_version(subject_key, FACT_KIND) + 1
+    version = outbox.last_version(tenant, subject_key, FACT_KIND) + 1
     if not previous.is_empty():
         version = max(version, int(previous.get_column("fact_version").max() or 0) + 1)  # type: ignore[arg-type]
     event = {

@@ -220,7 +220,7 @@ class VerifyReport:
 def verify_cas(
     home: Home, shas: list[str] | None = None, on_object: Callable[[], None] | None = None
 ) -> VerifyReport:
-    """Rehash CAS objects (all of them, or the given runtime digests)."""
+    """Rehash CAS objects (all of them, or the given runtime digests) and check their sidecars."""
     report = VerifyReport()
     targets: list[tuple[Kind, str]]
     if shas is None:
@@ -232,7 +232,8 @@ def verify_cas(
         report.checked += 1
         try:
             home.cas.get(kind, sha)
-        except (RejectedError, NotFoundError) as exc:
+            home.cas.verify_context(kind, sha)
+        except (RejectedError, NotFoundError, UsageError) as exc:
             report.bad.append((kind, sha, exc.reason))
         if on_object:
             on_object()

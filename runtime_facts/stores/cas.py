@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,7 +12,8 @@ import orjson
 
 from runtime_facts.errors import NotFoundError, Reason, RejectedError, UsageError
 from runtime_facts.stores.objects import ObjectStore
-from runtime_facts.subject import SubjectContext
+from runtime_facts.subject import SubjectContext, validate_id, validate_tenant
+from runtime_facts.trusted_json import load_trusted
 
 Kind = Literal["runtime", "graphs"]
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -65,27 +66,34 @@ class CasStore:
     ) -> PutResult:
         """Store bytes (atomically, never overwriting) and their context sidecar.
 
-        Putting the same bytes again is a no-op; putting them with a different context
-        is refused (`context_conflict`), since one batch belongs to one subject.
+        The first context recorded for some bytes wins, even when several clients stage them
+        at once: the sidecar is created only if absent, and a put whose context differs from
+        the recorded one is refused (`context_conflict`), since one batch belongs to one
+        subject. The same bytes with the same context again is a no-op.
         """
         sha = sha256_hex(data)
         key = self._key(kind, sha)
         if context is not None:
             doc = context.to_json() if isinstance(context, SubjectContext) else context
             sidecar = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
-            existing = self._read_sidecar(key)
-            if existing is not None and existing != sidecar:
-                raise RejectedError(
-                    Reason.CONTEXT_CONFLICT,
-                    f"{cas_uri(kind, sha)} is already staged with another context",
-                    hint="the same bytes cannot belong to two subjects; re-emit the batch",
-                )
             # Sidecar first: an object without context is never picked up half-staged.
-            self.objects.put(key + CONTEXT_SUFFIX, sidecar, overwrite=False)
+            if not self.objects.put(key + CONTEXT_SUFFIX, sidecar, overwrite=False):
+                self._check_same_context(kind, sha, doc)
         created = self.objects.put(key, data, overwrite=False)
         if not created:
             self.get(kind, sha)  # an existing object must still be intact
         return PutResult(cas_uri(kind, sha), sha, len(data), created)
+
+    def _check_same_context(self, kind: Kind, sha: str, doc: Mapping[str, object]) -> None:
+        """The sidecar already there must record `doc`; else `context_conflict`."""
+        recorded = self.context(kind, sha)
+        if recorded != doc:
+            raise RejectedError(
+                Reason.CONTEXT_CONFLICT,
+                f"{cas_uri(kind, sha)} is already staged with another context "
+                f"({_describe(recorded)}); not staged for {_describe(doc)}",
+                hint="the same bytes cannot belong to two subjects; re-emit the batch",
+            )
 
     def get(self, kind: Kind, sha: str) -> bytes:
         """Read and re-verify; NotFoundError on a miss, RejectedError on a digest mismatch."""
@@ -123,8 +131,8 @@ class CasStore:
         if raw is None:
             raise NotFoundError(Reason.CAS_MISS, f"no context sidecar for {cas_uri(kind, sha)}")
         try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            doc = load_trusted(raw, f"the context sidecar of {cas_uri(kind, sha)}")
+        except ValueError:
             doc = None
         if not isinstance(doc, dict):  # an altered sidecar is bad data, not a crash
             raise RejectedError(
@@ -133,6 +141,36 @@ class CasStore:
                 hint="the sidecar was altered; restore it or re-stage the batch",
             )
         return doc
+
+    def verify_context(self, kind: Kind, sha: str) -> None:
+        """Check an object's sidecar: present, strict JSON, a valid context, in the form staged.
+
+        Raises:
+            RejectedError: `context_missing`, `invalid_context`, `duplicate_json_key`, or
+                `context_mismatch` (valid, but not what `put` writes for it, e.g. a
+                `subjectKey` that is not its subject's key).
+        """
+        try:
+            doc = self.context(kind, sha)
+        except NotFoundError as exc:
+            raise RejectedError(
+                Reason.CONTEXT_MISSING,
+                f"{cas_uri(kind, sha)} has no context sidecar",
+                hint="re-stage the batch with `runtime-facts cas put` and its context",
+            ) from exc
+        if kind == "runtime":
+            expected: dict[str, object] = SubjectContext.from_json(doc).to_json()
+        else:
+            validate_tenant(doc.get("tenant"))  # type: ignore[arg-type]
+            validate_id("callgraphId", doc.get("callgraphId"))  # type: ignore[arg-type]
+            expected = doc
+        if expected != doc:
+            raise RejectedError(
+                Reason.CONTEXT_MISMATCH,
+                f"the context sidecar of {cas_uri(kind, sha)} is not the one staged "
+                f"(recorded {_describe(doc)}, its subject gives {_describe(expected)})",
+                hint="the sidecar was edited; restore it from the source or re-stage the batch",
+            )
 
     def subject_context(self, sha: str) -> SubjectContext:
         """The subject context of a runtime batch."""
@@ -150,3 +188,7 @@ class CasStore:
         key = self._key(kind, sha)
         self.objects.delete(key)
         self.objects.delete(key + CONTEXT_SUFFIX)
+
+
+def _describe(doc: Mapping[str, object]) -> str:
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()

@@ -26,8 +26,10 @@ from runtime_facts.errors import NotFoundError, Reason, RejectedError
 from runtime_facts.home import Home
 from runtime_facts.stores.cas import cas_uri
 from runtime_facts.subject import validate_id, validate_tenant
+from runtime_facts.trusted_json import load_trusted
 from transforms.callgraph import EDGE_SCHEMA, Callgraph, CallgraphError, parse_callgraph
 from transforms.decompress import gunzip_bounded
+from transforms.strict_json import loads_strict
 
 GRAPH_MAX_BYTES = 1 << 30
 GRAPH_MAX_DECOMPRESSED = 8 << 30
@@ -93,8 +95,12 @@ def stage_graph(home: Home, path: Path, tenant: str, now: datetime) -> StagedGra
 def current_graph_sha(home: Home, tenant: str, callgraph_id: str) -> str | None:
     """Digest of the current graph for a callgraphId, or None when none was staged."""
     try:
-        record = orjson.loads(home.objects.get(_registry_key(tenant, callgraph_id)))
-    except (FileNotFoundError, ValueError):
+        raw = home.objects.get(_registry_key(tenant, callgraph_id))
+    except FileNotFoundError:
+        return None
+    try:
+        record = load_trusted(raw, f"the registry record of callgraph {callgraph_id!r}")
+    except ValueError:
         return None
     sha = record.get("sha256") if isinstance(record, dict) else None
     return sha if isinstance(sha, str) else None
@@ -154,7 +160,7 @@ def read_compiled_graph(home: Home, sha: str) -> Callgraph | None:
     """The compiled graph, or None when there is none or it does not check out."""
     folder = compiled_graph_dir(home, sha)
     try:
-        meta = orjson.loads((folder / "graph.json").read_bytes())
+        meta = loads_strict((folder / "graph.json").read_bytes())  # a repeated key: recompile
         digests = meta["parquetSha256"]
         if meta["format"] != COMPILED_FORMAT or meta["sha256"] != sha:
             return None

@@ -23,7 +23,8 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def put(self, key: str, data: bytes, *, overwrite: bool = True) -> bool: ...
     def delete(self, key: str) -> None: ...
-    def list(self, prefix: str) -> Iterator[str]: ...
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[str]: ...
+    def folders(self, prefix: str) -> tuple[str, ...]: ...
     def size(self, key: str) -> int: ...
     def local_path(self, key: str) -> Path | None: ...
 
@@ -88,14 +89,23 @@ class LocalObjectStore:
         """Remove an object if present."""
         self._path(key).unlink(missing_ok=True)
 
-    def list(self, prefix: str) -> Iterator[str]:
-        """Keys directly under a prefix folder, sorted; temp files are skipped."""
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[str]:
+        """Keys directly under a prefix folder, sorted (after `start_after`); temp files skipped."""
         folder = self._path(prefix.rstrip("/"))
         if not folder.is_dir():
             return
         for entry in sorted(folder.iterdir()):
             if entry.is_file() and not entry.name.startswith(".tmp-"):
-                yield f"{prefix.rstrip('/')}/{entry.name}"
+                key = f"{prefix.rstrip('/')}/{entry.name}"
+                if start_after is None or key > start_after:
+                    yield key
+
+    def folders(self, prefix: str) -> tuple[str, ...]:
+        """Names of the folders directly under a prefix folder, sorted."""
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return ()
+        return tuple(sorted(e.name for e in folder.iterdir() if e.is_dir()))
 
 
 def _fsync_dir(path: Path) -> None:

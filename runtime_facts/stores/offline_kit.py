@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from runtime_facts.errors import Reason, RejectedError, RuntimeFactsError, UsageError
 from runtime_facts.stores.cas import cas_uri
 from runtime_facts.subject import SubjectContext, validate_tenant
+from runtime_facts.trusted_json import load_trusted
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"
@@ -150,8 +151,8 @@ def _listed_file(item: object, where: str, pattern: re.Pattern[str]) -> tuple[st
 def parse_manifest(raw: bytes) -> KitManifest:
     """Parse and check a manifest; every defect has a reason code and names the entry."""
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        doc = load_trusted(raw, MANIFEST, hint="do not load this kit; re-export it at the source")
+    except ValueError as exc:
         raise _invalid(f"not valid JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise _invalid("the document is not a JSON object")

@@ -2,12 +2,14 @@
 
 Endpoint and credentials come from the standard `AWS_*` variables (`AWS_ENDPOINT_URL`,
 `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_SESSION_TOKEN`), so the same
-home works against AWS S3, MinIO, Ceph or a local test server.
+home works against AWS S3, MinIO, Ceph or a local test server; inside Airflow, from the
+Connection named by `s3.aws_conn_id` (`RUNTIME_FACTS__S3__AWS_CONN_ID`) when it is set.
 
 Safety rests on two S3 primitives every current implementation has: `If-None-Match: *`
-(create only if absent: CAS objects are never overwritten, and only one process can hold the
-lock) and `If-Match: <etag>` (replace only what was read: appends to shared logs never lose a
-concurrent writer's line, and an expired lock is taken over by exactly one process).
+(create only if absent: CAS objects and log segments are never overwritten, and only one
+process can hold the lock) and `If-Match: <etag>` (replace only what was read: an expired lock
+is taken over by exactly one process). Shared logs are never rewritten: each append is a new
+segment object (`runtime_facts.stores.segments`), so its cost does not grow with history.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
-from runtime_facts.errors import LockLostError, Reason
+from runtime_facts.errors import LockLostError, Reason, UsageError
 
+DEFAULT_REGION = "us-east-1"
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
@@ -37,35 +41,132 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def storage_options() -> dict[str, str]:
-    """deltalake / object_store options from the standard AWS variables."""
+@dataclass(frozen=True)
+class S3Credentials:
+    """Endpoint and credentials of the object store, and where they came from."""
+
+    endpoint_url: str | None
+    access_key_id: str | None
+    secret_access_key: str | None = field(repr=False)
+    session_token: str | None = field(repr=False)
+    region: str
+    source: str
+    """`environment`, or `connection:<conn id>` (`via hook` when the Amazon provider read it)."""
+
+
+def _from_environment() -> S3Credentials:
     env = os.environ
+    return S3Credentials(
+        endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+        access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+        secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        session_token=env.get("AWS_SESSION_TOKEN") or None,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
+        source="environment",
+    )
+
+
+def _from_amazon_hook(conn_id: str, fallback: S3Credentials) -> S3Credentials | None:
+    """The Amazon provider's reading of the Connection (profiles, role assumption...)."""
+    try:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
+    except ImportError:
+        return None
+    hook = AwsGenericHook(aws_conn_id=conn_id, client_type="s3")
+    config = hook.conn_config
+    region = getattr(config, "region_name", None) or fallback.region
+    creds = hook.get_credentials(region_name=region)
+    return S3Credentials(
+        endpoint_url=getattr(config, "endpoint_url", None) or fallback.endpoint_url,
+        access_key_id=creds.access_key,
+        secret_access_key=creds.secret_key,
+        session_token=creds.token,
+        region=region,
+        source=f"connection:{conn_id} via hook",
+    )
+
+
+def _from_connection(conn_id: str) -> S3Credentials:
+    """An Airflow Connection: the Amazon provider's hook if installed, else its fields.
+
+    A field the Connection leaves empty falls back to its `AWS_*` variable, as boto3 does.
+    """
+    fallback = _from_environment()
+    try:
+        from airflow.sdk import Connection
+        from airflow.sdk.exceptions import AirflowNotFoundException
+    except ImportError as exc:
+        raise UsageError(
+            Reason.AWS_CONNECTION_UNAVAILABLE,
+            f"s3.aws_conn_id is {conn_id!r} but Airflow is not installed here",
+            hint="unset RUNTIME_FACTS__S3__AWS_CONN_ID outside Airflow (the AWS_* variables "
+            "are used then), or install runtime-facts[airflow]",
+        ) from exc
+    try:
+        via_hook = _from_amazon_hook(conn_id, fallback)
+        if via_hook is not None:
+            return via_hook
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException as exc:
+        raise UsageError(
+            Reason.AWS_CONNECTION_NOT_FOUND,
+            f"Airflow Connection {conn_id!r} (s3.aws_conn_id) is not defined",
+            hint=f"create it (UI, `airflow connections add {conn_id} --conn-type aws ...`, or "
+            f"AIRFLOW_CONN_{conn_id.upper()}) or fix RUNTIME_FACTS__S3__AWS_CONN_ID",
+        ) from exc
+    extra: dict[str, Any] = dict(conn.extra_dejson or {})
+    return S3Credentials(
+        endpoint_url=extra.get("endpoint_url") or fallback.endpoint_url,
+        access_key_id=conn.login or fallback.access_key_id,
+        secret_access_key=conn.password or fallback.secret_access_key,
+        session_token=extra.get("aws_session_token") or fallback.session_token,
+        region=extra.get("region_name") or fallback.region,
+        source=f"connection:{conn_id}",
+    )
+
+
+def resolve_credentials(aws_conn_id: str | None = None) -> S3Credentials:
+    """Credentials from the Airflow Connection `aws_conn_id` (default: the `s3.aws_conn_id`
+    setting) when one is named, else from the standard `AWS_*` variables."""
+    if aws_conn_id is None:
+        from runtime_facts.config import Settings
+
+        aws_conn_id = Settings().s3.aws_conn_id
+    if aws_conn_id:
+        return _from_connection(aws_conn_id)
+    return _from_environment()
+
+
+def storage_options(credentials: S3Credentials | None = None) -> dict[str, str]:
+    """deltalake / object_store options (credentials default to `resolve_credentials()`)."""
+    creds = credentials or resolve_credentials()
     opts: dict[str, str] = {"conditional_put": "etag"}
-    mapping = {
-        "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN": "AWS_SESSION_TOKEN",
-    }
-    for var, key in mapping.items():
-        if env.get(var):
-            opts[key] = env[var]
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    opts["AWS_REGION"] = region
-    if opts.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+    for key, value in {
+        "AWS_ENDPOINT_URL": creds.endpoint_url,
+        "AWS_ACCESS_KEY_ID": creds.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
+        "AWS_SESSION_TOKEN": creds.session_token,
+    }.items():
+        if value:
+            opts[key] = value
+    opts["AWS_REGION"] = creds.region
+    if (creds.endpoint_url or "").startswith("http://"):
         opts["AWS_ALLOW_HTTP"] = "true"
     return opts
 
 
-def _client() -> Any:
+def _client(credentials: S3Credentials | None = None) -> Any:
     import boto3
     from botocore.config import Config
 
-    env = os.environ
+    creds = credentials or resolve_credentials()
     return boto3.client(
         "s3",
-        endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-        region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        endpoint_url=creds.endpoint_url,
+        region_name=creds.region,
+        aws_access_key_id=creds.access_key_id,
+        aws_secret_access_key=creds.secret_access_key,
+        aws_session_token=creds.session_token,
         config=Config(retries={"max_attempts": 5, "mode": "standard"}),
     )
 
@@ -182,33 +283,38 @@ class S3ObjectStore:
             raise
         return True
 
-    def append(self, key: str, data: bytes) -> None:
-        """Append by compare-and-swap on the whole object; a concurrent append is retried."""
-        for _ in range(100):
-            etag: str | None
-            try:
-                current, etag = self.get_with_etag(key)
-            except FileNotFoundError:
-                current, etag = b"", None
-            if self.replace(key, current + data, etag):
-                return
-            time.sleep(0.01)
-        raise TimeoutError(f"could not append to {key}: too much contention")
-
     def delete(self, key: str) -> None:
         """Remove an object if present."""
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def list(self, prefix: str) -> Iterator[str]:
-        """Keys directly under a prefix folder, sorted."""
+    def list(self, prefix: str, *, start_after: str | None = None) -> Iterator[str]:
+        """Keys directly under a prefix folder, sorted; only those after `start_after`.
+
+        `start_after` is passed to the server (ListObjectsV2 `StartAfter`), so an incremental
+        reader of an append-only folder lists only what is new.
+        """
         folder = self._key(prefix.rstrip("/")) + "/"
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": folder, "Delimiter": "/"}
+        if start_after is not None:
+            args["StartAfter"] = self._key(start_after)
         paginator = self.client.get_paginator("list_objects_v2")
         keys: list[str] = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder, Delimiter="/"):
+        for page in paginator.paginate(**args):
             keys.extend(item["Key"] for item in page.get("Contents", []))
         base = f"{self.prefix}/" if self.prefix else ""
         for key in sorted(keys):
             yield key.removeprefix(base)
+
+    def folders(self, prefix: str) -> tuple[str, ...]:
+        """Names of the folders (common prefixes) directly under a prefix folder, sorted."""
+        folder = self._key(prefix.rstrip("/")) + "/"
+        paginator = self.client.get_paginator("list_objects_v2")
+        names: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder, Delimiter="/"):
+            names.extend(
+                p["Prefix"][len(folder) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+            )
+        return tuple(sorted(names))
 
 
 class Fence(Protocol):

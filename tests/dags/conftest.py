@@ -87,7 +87,9 @@ def run_dag(dagbag: Any) -> Callable[..., Any]:
         conf: dict[str, Any] | None = None,
         prepare: Callable[[Any], None] | None = None,
     ) -> Any:
-        sys.modules.pop("runtime_facts.airflow.dags", None)  # the DAGs are built there
+        # The DAGs are built there, with asset URIs from this test's RUNTIME_FACTS_HOME.
+        for module in ("dags", "tasks", "assets"):
+            sys.modules.pop(f"runtime_facts.airflow.{module}", None)
         dag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py")).dags[dag_id]
         if prepare is not None:
             prepare(dag)

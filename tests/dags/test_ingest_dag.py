@@ -183,3 +183,21 @@ def test_a_cas_miss_fails_the_run_after_retries(
     assert home.receipts.count() == 0
     misses = (home.root / "metrics" / "cas_misses.log").read_text().splitlines()
     assert len(misses) == 3
+
+
+def test_a_sealed_false_param_cannot_switch_off_sealed_mode(
+    home: Home, ctx: SubjectContext, run_dag: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("RUNTIME_FACTS__INGEST__SEALED", "true")
+    sha = home.cas.put("runtime", gzip.compress(b'{"symbolId":"sym:a","hitCount":1}\n'), ctx).sha256
+    obj = home.root / "cas" / "reachability" / "runtime" / sha
+    obj.write_bytes(gzip.compress(b'{"symbolId":"sym:forged","hitCount":9}\n'))  # not its digest
+
+    run = run_dag(DAG_ID, {"sealed": False})
+
+    assert str(run.state) == "success"
+    receipt = next(iter(home.receipts))
+    assert (receipt["status"], receipt["reason_codes"]) == (
+        "rejected",
+        ["sealed_mode_evidence_invalid"],
+    )

@@ -134,6 +134,12 @@ _TOKENS = [
     '"observedAt":"2026-11-19T00:00:00Z"',
     '"observedAt":5', '"timestamp":"2026-11-21T00:00:00Z"', '"n":' + "[" * 40 + "]" * 40,
     '"n":' + "[" * 300 + "]" * 300, "}{", "\n", "\n\n", "\ufeff",
+    "\\u202e", "\u202e", "\\u0007", "\x85", "\u200b", "\U000e0041", "\u3000",
+    '"symbolId":"  "', '"symbolId":" x"', '"codeId":""', '"codeId":" c"',
+    '"containerId":"c\\u0000"', '"processName":"p\\u001b"', '"purl":"p\u202e"',
+    '"metadata":{"k\\u200b":"v"}', '"metadata":{"k":"v\\u0085"}', '"buildId":"b\x7f"',
+    '"observedAt":"0000-01-01T00:00:00Z"', '"observedAt":"+10000-01-01T00:00:00Z"',
+    '"observedAt":"-0001-01-01T00:00:00Z"', '"observedAt":"0001-01-01T00:00:00+01:00"',
 ]  # fmt: skip
 _RAW = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xef\xbb\xbf", b"\x00"]
 
@@ -174,9 +180,9 @@ def mutated_lines(draw: st.DrawFn) -> bytes:
     return text + (b"\n" if draw(st.booleans()) else b"")
 
 
-def _verdict(text: bytes) -> tuple[list[tuple[int, str]], pl.DataFrame, int, dict[str, int]]:
+def _verdict(text: bytes) -> tuple[list[tuple[int, str, str]], pl.DataFrame, int, dict[str, int]]:
     result = validate_events(text, Limits())
-    rejected = result.rejections.select("line_number", "reason_code").rows()
+    rejected = result.rejections.rows()
     return rejected, result.events, result.line_count, result.unknown_fields
 
 
@@ -194,12 +200,20 @@ def test_fast_path_and_diagnosis_agree_on_mutated_lines(text: bytes) -> None:
     assert (f_count, f_unknown) == (s_count, s_unknown)
 
 
+# Strings that mix ordinary text with whitespace and the refused controls / invisibles.
+_text = st.text(
+    st.sampled_from(["a", "é", " ", "\u3000", "\x00", "\t", "\x7f", "\x85", "\u200b", "\u202e",
+                     "\u2066", "\ufeff", "\U000e0041", "\u00ad"]),
+    max_size=4,
+)  # fmt: skip
+
+
 @settings(FUZZ, max_examples=300)
 @given(
     events=st.lists(
         st.fixed_dictionaries(
             {
-                "symbolId": st.text(min_size=0, max_size=8),
+                "symbolId": st.one_of(st.text(min_size=0, max_size=8), _text),
                 "hitCount": st.one_of(
                     st.integers(-(2**64), 2**64), st.floats(), st.booleans(), st.none(),
                     st.text(max_size=3),
@@ -207,18 +221,25 @@ def test_fast_path_and_diagnosis_agree_on_mutated_lines(text: bytes) -> None:
             },
             optional={
                 "codeId": st.one_of(st.text(max_size=4), st.integers()),
+                "containerId": _text,
+                "evidenceUri": _text,
+                "socketAddress": _text,
+                "purl": _text,
+                "buildId": _text,
+                "processName": _text,
                 "loaderBase": st.sampled_from(["0x7f", "7F", "0x", "zz", ""]),
                 "observedAt": st.sampled_from(
                     ["2026-11-20T10:00:00Z", "2026-11-19T10:00:00Z", "2026-11-20T10:00:00",
-                     "2026-11-20 10:00:00", "nope", ""]
+                     "2026-11-20 10:00:00", "nope", "", "0000-01-01T00:00:00Z",
+                     "+10000-01-01T00:00:00Z", "0001-01-01T00:00:00Z",
+                     "9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00+00:01"]
                 ),
                 "process": st.one_of(
                     st.fixed_dictionaries({}, optional={"id": st.integers(-(2**64), 2**64),
                                                         "name": st.text(max_size=3)}),
                     st.integers(),
                 ),
-                "metadata": st.dictionaries(st.text(max_size=2), st.one_of(st.text(max_size=2),
-                                                                           st.integers())),
+                "metadata": st.dictionaries(_text, st.one_of(_text, st.integers(), st.none())),
                 "extra": st.recursive(
                     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=3),
                     lambda inner: st.lists(inner, max_size=2)

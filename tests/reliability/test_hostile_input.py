@@ -20,7 +20,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
@@ -87,7 +87,10 @@ CASES = [
         for name, lines in [
             ("invalid-utf8.ndjson", _lines("invalid_utf8", 2, 3)),
             ("lone-surrogate.ndjson", _lines("invalid_unicode_escape", 2, 3, 4)),
-            ("raw-nul.ndjson", [(2, "invalid_json"), (3, "invalid_json"), (4, "nul_character")]),
+            (
+                "raw-nul.ndjson",
+                [(2, "invalid_json"), (3, "invalid_json"), (4, "control_character")],
+            ),
             ("deep-nesting.ndjson", _lines("nesting_too_deep", 2)),
             ("nan-infinity.ndjson", _lines("invalid_number", 2, 3, 4, 5)),
             ("duplicate-keys.ndjson", _lines("duplicate_key", 2, 3, 4)),
@@ -290,7 +293,7 @@ def test_the_cli_refuses_to_stage_a_chunk_over_10_mib(tmp_path: Path) -> None:
          "--callgraph-id", "cg-1", "--scan-id", "s-1"],
     )  # fmt: skip
     assert result.exit_code == 3
-    assert orjson.loads(result.output)["error"] == "batch_too_large"
+    assert orjson.loads(result.output)[0]["error"] == "batch_too_large"
 
 
 @pytest.mark.parametrize(("slack", "status"), [(0, "accepted"), (-1, "rejected")])

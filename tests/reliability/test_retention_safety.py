@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.home import Home
 from runtime_facts.ops.receipts_verify import verify_receipts
 from runtime_facts.ops.replay import hold_manifest, record_manifest, replay

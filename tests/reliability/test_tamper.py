@@ -12,7 +12,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.home import Home
 from runtime_facts.ops.receipts_verify import verify_receipts
 from runtime_facts.pipeline.ingest import ingest

@@ -11,14 +11,14 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.analyst.query import run_query
+from runtime_facts.cli.main import app
 from runtime_facts.errors import NotFoundError, UsageError
 from runtime_facts.home import Home
 from runtime_facts.ops.facts import list_facts
 from runtime_facts.pipeline.ingest import ingest, ingest_one
 from runtime_facts.pipeline.prepare import discover_pending
 from runtime_facts.pipeline.score import recompute
-from runtime_facts.query import run_query
 from runtime_facts.subject import SubjectContext
 from tests.conftest import FIXED_NOW
 from tests.reliability.conftest import receipts_of

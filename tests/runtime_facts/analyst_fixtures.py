@@ -17,11 +17,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from runtime_facts.analyst.query import table_versions
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.pipeline.score import recompute
-from runtime_facts.query import table_versions
 from runtime_facts.stores.graphs import stage_graph
 from runtime_facts.subject import SubjectContext
 

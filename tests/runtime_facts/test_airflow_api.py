@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import secrets
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -84,6 +88,43 @@ def test_staging_records_a_runtime_batches_asset_event(airflow_api: str) -> None
     api.close()
     wrong = AirflowSettings(api_url=airflow_api, username=USER, password=SecretStr("nope"))
     assert announce_staged(wrong, RUNTIME_ASSET, extra) is False  # logged, never raised
+
+
+@pytest.mark.slow
+def test_cas_put_announces_the_staged_batches(airflow_api: str, tmp_path: Path) -> None:
+    batch = tmp_path / "b.ndjson.gz"
+    batch.write_bytes(gzip.compress(b'{"symbolId":"sym:a","hitCount":1}\n', mtime=0))
+    env = {
+        **os.environ,
+        "RUNTIME_FACTS__AIRFLOW__API_URL": airflow_api,
+        "RUNTIME_FACTS__AIRFLOW__USERNAME": USER,
+        "RUNTIME_FACTS__AIRFLOW__PASSWORD": PASSWORD,
+    }
+    exe = str(Path(sys.executable).with_name("runtime-facts"))
+    args = [
+        "cas",
+        "put",
+        str(batch),
+        "--tenant",
+        "acme",
+        "--callgraph-id",
+        "cg-1",
+        "--scan-id",
+        "s",
+    ]
+    staged = subprocess.run([exe, *args], env=env, capture_output=True, text=True, check=True)
+
+    settings = AirflowSettings(api_url=airflow_api, username=USER, password=SecretStr(PASSWORD))
+    api = AirflowApi(settings)
+    headers = {"Authorization": f"Bearer {api.token()}"}
+    events = httpx.get(
+        f"{airflow_api}/api/v2/assets/events",
+        params={"asset_id": api.asset_id(RUNTIME_ASSET, headers)},
+        headers=headers,
+    ).json()["asset_events"]
+    api.close()
+    assert [e["extra"]["casUris"] for e in events] == [[staged.stdout.strip()]]
+    assert events[0]["extra"]["source"] == "cas put"
 
 
 def test_without_an_airflow_nothing_is_announced() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime_facts.query import connect
+from runtime_facts.analyst.query import connect
 from tests.runtime_facts.analyst_fixtures import FixtureHome, shared_fixture_home
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "analyst-guide.md"

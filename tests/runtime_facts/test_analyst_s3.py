@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from runtime_facts.analyst.query import connect
+from runtime_facts.analyst.report import build_report
 from runtime_facts.home import Home
 from runtime_facts.ops.doctor import run_doctor
 from runtime_facts.pipeline.ingest import ingest
-from runtime_facts.query import connect
-from runtime_facts.report import build_report
 from runtime_facts.subject import SubjectContext
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)

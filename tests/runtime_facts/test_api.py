@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from runtime_facts.api.auth import SCOPE_WRITE, add_token, hash_token
 from runtime_facts.api.body import canonical_ndjson
-from runtime_facts.cli import app as cli_app
+from runtime_facts.cli.main import app as cli_app
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.pipeline.stage import gzip_deterministic

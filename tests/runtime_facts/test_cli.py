@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
 from runtime_facts.subject import SubjectContext

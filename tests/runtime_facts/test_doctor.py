@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
 from runtime_facts.ops.doctor import redact, run_doctor
@@ -55,13 +55,14 @@ def test_healthy_home_passes(facts: FixtureHome) -> None:
         "cas",
         "lake",
         "receipts",
+        "lake_receipts",
         "metrics",
         "config",
     ]
     assert {c["status"] for c in doc["checks"]} <= {"ok", "warn"}
     lake = _check(doc, "lake")["details"]["tables"]
     assert lake["runtime_facts"] == {
-        "version": 2,
+        "version": facts.home.lake.version("runtime_facts"),  # one fold commit per tenant
         "files": lake["runtime_facts"]["files"],
         "rows": 10,
     }
@@ -156,13 +157,13 @@ def test_metrics_file_is_checked_against_the_receipts(tmp_path: Path) -> None:
     from runtime_facts.pipeline.publish import write_metrics
 
     home = _home(tmp_path / "h", batches=1)
-    assert run_doctor(home, now=NOW).checks[4].status == "warn"  # not written yet
+    assert run_doctor(home, now=NOW).checks[5].status == "warn"  # not written yet
     write_metrics(home)
-    metrics = run_doctor(home, now=NOW).checks[4]
+    metrics = run_doctor(home, now=NOW).checks[5]
     assert (metrics.status, metrics.details["batches_counted"]) == ("ok", 1)
     data = gzip.compress(b'{"symbolId":"sym:late","hitCount":1}\n', mtime=0)
     home.cas.put("runtime", data, SubjectContext("acme", "cg-1", scan_id="s-1"))
     ingest(home, clock=lambda: NOW)
-    stale = run_doctor(home, now=NOW).checks[4]
+    stale = run_doctor(home, now=NOW).checks[5]
     assert stale.status == "warn"
     assert "counts 1 of 2 receipts: stale" in stale.summary

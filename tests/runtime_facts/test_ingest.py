@@ -196,3 +196,29 @@ def test_receipts_log_and_table_agree(home: Home, stage: Stage, clock: Clock) ->
     )
     assert logged == table
     assert [r["prev_receipt_sha256"] for r in home.receipts][1] == logged[0][1]
+
+
+def test_a_missing_sidecar_rejects_its_batch_and_the_others_are_ingested(
+    home: Home, stage: Stage, clock: Clock
+) -> None:
+    lost = stage('{"symbolId":"sym:lost","hitCount":1}\n')
+    kept = stage('{"symbolId":"sym:kept","hitCount":2}\n')
+    (home.root / "cas" / "reachability" / "runtime" / f"{lost}.context.json").unlink()
+
+    summary = ingest(home, clock=clock)
+
+    outcomes = {o.batch_sha256: (o.status, o.reason_codes) for o in summary.outcomes}
+    assert outcomes == {lost: ("rejected", ["context_missing"]), kept: ("accepted", [])}
+    assert home.lake.read("runtime_facts").get_column("symbol_id").to_list() == ["sym:kept"]
+    assert ingest(home, clock=clock).batches == 0  # the rejection is final until --retry
+
+
+def test_a_run_can_turn_sealed_mode_on_but_never_off() -> None:
+    from runtime_facts.config import IngestSettings
+    from runtime_facts.pipeline.outcomes import IngestOptions
+
+    sealed, open_ = IngestSettings(sealed=True), IngestSettings(sealed=False)
+    assert IngestOptions(sealed=False).sealed_mode(sealed) is True
+    assert IngestOptions(sealed=None).sealed_mode(sealed) is True
+    assert IngestOptions(sealed=True).sealed_mode(open_) is True
+    assert IngestOptions(sealed=False).sealed_mode(open_) is False

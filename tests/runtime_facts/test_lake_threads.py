@@ -72,7 +72,7 @@ control = run(on_small_python_thread)
 
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
-from runtime_facts.query import read_table
+from runtime_facts.analyst.query import read_table
 
 home = Home(Settings.load(sys.argv[1]))
 lake = home.lake

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.config import OfflineSettings, Settings
 from runtime_facts.errors import RuntimeFactsError
 from runtime_facts.generate import GeneratorSpec, generate_batches

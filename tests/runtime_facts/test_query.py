@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from runtime_facts import read_table
-from runtime_facts.cli import app
+from runtime_facts.analyst.query import VIEWS, connect, parse_as_of, run_query
+from runtime_facts.cli.main import app
 from runtime_facts.errors import NotFoundError, UsageError
 from runtime_facts.home import Home
-from runtime_facts.query import VIEWS, connect, parse_as_of, run_query
 from runtime_facts.stores.lake import TABLES
 from tests.runtime_facts.analyst_fixtures import (
     CHECKOUT_IMAGE,

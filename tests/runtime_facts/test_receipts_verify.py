@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.home import Home
 from runtime_facts.ops.receipts_verify import verify_receipts
 from runtime_facts.pipeline.ingest import ingest
@@ -142,3 +142,86 @@ def test_cli_exit_codes(ingested: Home, tmp_path: Path) -> None:
     result = runner.invoke(app, ["receipts", "verify", str(tmp_path / "none.log"), *home_args])
     assert result.exit_code == 4
     assert "receipts_log_missing" in result.output
+
+
+def test_each_tenants_chain_is_mirrored_and_compared_on_its_own(
+    home: Home, stage: Stage, clock: Clock
+) -> None:
+    from runtime_facts.subject import SubjectContext
+
+    stage('{"symbolId":"a","hitCount":1}\n')
+    stage('{"symbolId":"g","hitCount":1}\n', SubjectContext("globex", "cg-1", scan_id="s-1"))
+    stage('{"symbolId":"b","hitCount":1}\n')
+    ingest(home, clock=clock)
+    table = home.lake.table("ingest_receipts")
+    assert table.transaction_version("runtime-facts.receipts/acme") == 2
+    assert table.transaction_version("runtime-facts.receipts/globex") == 1
+    report = verify_receipts(home)
+    assert (report.ok, report.chains, report.table_rows) == (True, 2, 3)
+    lines = _log_lines(home)
+    last_acme = max(i for i, ln in enumerate(lines) if b'"tenant":"acme"' in ln)
+    _write_lines(home, [ln for i, ln in enumerate(lines) if i != last_acme])
+    report = verify_receipts(home)
+    assert report.first_break is not None
+    assert (report.first_break.reason_code, report.first_break.tenant) == (
+        "receipts_table_mismatch",
+        "acme",
+    )
+    assert report.first_break.sequence == 2
+
+
+def test_a_home_with_a_log_from_before_per_tenant_chains_keeps_verifying(
+    home: Home, stage: Stage, clock: Clock
+) -> None:
+    import hashlib
+
+    from runtime_facts.pipeline.ledger import RECEIPTS_APP, receipt_rows
+    from runtime_facts.stores.chain import GENESIS, canonical_json
+
+    prev, old = GENESIS, []
+    for i, tenant in enumerate(["acme", "globex", "acme"], start=1):
+        body = {
+            "batch_sha256": hashlib.sha256(f"old-{i}".encode()).hexdigest(),
+            "status": "rejected",
+            "tenant": tenant,
+            "sequence": i,
+            "prev_receipt_sha256": prev,
+            "line_count": 1,
+            "reason_codes": ["invalid_gzip"],
+        }
+        body["receipt_sha256"] = hashlib.sha256(canonical_json(body)).hexdigest()
+        prev = body["receipt_sha256"]
+        old.append(body)
+    home.receipts.path.parent.mkdir(parents=True)
+    home.receipts.path.write_bytes(b"".join(canonical_json(r) + b"\n" for r in old))
+    home.ensure_lake()
+    home.lake.append("ingest_receipts", receipt_rows(old), txn=(RECEIPTS_APP, 3))
+    stage('{"symbolId":"a","hitCount":1}\n')
+    ingest(home, clock=clock)  # the new code appends onto acme's own chain
+    new = home.receipts.last("acme")
+    assert new is not None
+    assert (new["sequence"], new["chain_scope"]) == (1, "tenant")
+    report = verify_receipts(home)
+    assert report.ok, report.findings
+    assert (report.receipts, report.chains, report.table_rows) == (4, 2, 4)
+    lines = _log_lines(home)
+    _write_lines(home, [lines[0], lines[2], lines[3]])
+    report = verify_receipts(home)
+    assert report.first_break is not None
+    assert report.first_break.line_number == 2
+
+
+def test_cli_export_writes_the_log_once(ingested: Home, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "usb" / "signals-runtime-ingest.log"
+    args = ["receipts", "export", str(out), "--home", str(ingested.root)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout)["receipts"] == 3
+    assert out.read_bytes() == ingested.receipts.path.read_bytes()
+    result = runner.invoke(app, ["receipts", "verify", str(out), "--home", str(ingested.root)])
+    assert result.exit_code == 0
+    assert "3 receipts in 1 chain," in result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2
+    assert "kit_output_exists" in again.output

@@ -142,3 +142,17 @@ def test_states_match_an_independent_bfs(home: Home, tmp_path: Path, clock: Cloc
         expected = {("R", True): "CR", ("R", False): "X", ("U", True): "X", ("U", False): "CU"}
         assert got[n] == expected[(static, n in observed)], n
     assert got["zz"] == "RO"
+
+
+def test_fact_version_counts_per_tenant_for_the_same_subject_key(home: Home, clock: Clock) -> None:
+    other = SubjectContext("globex", CTX.callgraph_id, scan_id=CTX.scan_id)
+    assert other.subject_key == CTX.subject_key
+    home.cas.put("runtime", _events(API), CTX)
+    ingest(home, clock=clock)
+    home.cas.put("runtime", _events(CART), other)
+    ingest(home, clock=clock)
+    home.cas.put("runtime", _events(TAX), CTX)
+    ingest(home, clock=clock)
+    versions = [(e["tenant"], e["fact_version"]) for e in home.outbox]
+    assert versions == [("acme", 1), ("globex", 1), ("acme", 2)]
+    assert home.outbox.last_version("globex", CTX.subject_key, "reachability_states") == 1

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.errors import RuntimeFactsError
 from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home
@@ -243,3 +243,41 @@ def test_replay_does_not_depend_on_the_source_clock(home: Home, tmp_path: Path) 
     ingest(home, clock=lambda: datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC))
     _record(home, tmp_path / "manifest.json")
     assert replay(tmp_path / "manifest.json", source=home).ok
+
+
+def test_replay_uses_the_recorded_limits_not_the_current_settings(
+    home: Home, tmp_path: Path
+) -> None:
+    line = orjson.dumps({"symbolId": "sym:" + "x" * 300, "hitCount": 2}) + b"\n"
+    home.cas.put("runtime", gzip.compress(line, mtime=0), CTX)
+    ingest(home, clock=lambda: datetime(2026, 11, 2, tzinfo=UTC))
+    manifest = tmp_path / "manifest.json"
+    doc = _record(home, manifest)
+    section = doc["reachability"]
+    assert isinstance(section, dict)
+    assert section["limits"]["max_line_bytes"] == home.settings.ingest.max_line_bytes
+    tighter = home.settings.ingest.model_copy(update={"max_line_bytes": 100})
+    changed = Home(home.settings.model_copy(update={"ingest": tighter}))
+    report = replay(manifest, source=changed)
+    assert report.ok, report
+    assert (report.limits_source, report.limits["max_line_bytes"]) == ("manifest", 256 * 1024)
+    # Without the recorded limits the tighter setting rejects the line: the replay differs.
+    del section["limits"]
+    manifest.write_bytes(orjson.dumps(doc))
+    unlimited = replay(manifest, source=changed)
+    assert unlimited.limits_source == "current settings"
+    assert unlimited.mismatches == ["factsDigest", "statesDigest"]
+    assert "line_too_long" in unlimited.rejected_batches[0]["reason_codes"]
+
+
+def test_malformed_recorded_limits_are_refused(source: Home, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    doc = _record(source, manifest)
+    section = doc["reachability"]
+    assert isinstance(section, dict)
+    section["limits"] = {**section["limits"], "max_line_bytes": "big"}
+    manifest.write_bytes(orjson.dumps(doc))
+    with pytest.raises(RuntimeFactsError) as err:
+        replay(manifest, source=source)
+    assert err.value.reason == "replay_manifest_invalid"
+    assert "max_line_bytes" in err.value.message

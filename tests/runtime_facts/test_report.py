@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.analyst.report import CHARTS, build_report, write_report
+from runtime_facts.analyst.svg import nice_ticks
+from runtime_facts.cli.main import app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
-from runtime_facts.report import CHARTS, build_report, write_report
 from runtime_facts.subject import SubjectContext
-from runtime_facts.svg import nice_ticks
 from tests.runtime_facts.analyst_fixtures import FixtureHome, shared_fixture_home
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

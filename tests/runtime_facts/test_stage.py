@@ -13,7 +13,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from runtime_facts.cli import app
+from runtime_facts.cli.main import app
 from runtime_facts.config import IngestSettings
 from runtime_facts.errors import ExitCode, RejectedError
 from runtime_facts.home import Home
@@ -149,7 +149,7 @@ def _cas_put(tmp_path: Path, path: Path) -> tuple[int, dict[str, object]]:
         ["--home", str(tmp_path / "home"), "--json", "cas", "put", str(path), "--tenant", "acme",
          "--callgraph-id", "cg-1", "--scan-id", "s-1"],
     )  # fmt: skip
-    return result.exit_code, orjson.loads(result.output)
+    return result.exit_code, orjson.loads(result.output)[0]  # one entry per file
 
 
 def test_cli_cas_put_of_plain_ndjson_is_ingested(tmp_path: Path, clock: Clock) -> None:

@@ -1,8 +1,8 @@
 """`runtime-facts report`: one self-contained HTML page about a home (or one tenant of it).
 
-Everything is read through the offline SQL views (`runtime_facts.query`) and drawn as inline
-SVG (`runtime_facts.svg`): the page fetches nothing, runs no script, and is byte-for-byte the
-same for the same tables, receipts log and `now`.
+Everything is read through the offline SQL views (`runtime_facts.analyst.query`) and drawn
+as inline SVG (`runtime_facts.analyst.svg`): the page fetches nothing, runs no script, and is
+byte-for-byte the same for the same tables, receipts log and `now`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from runtime_facts import __version__
+from runtime_facts.analyst.query import AsOf, connect
+from runtime_facts.analyst.report_data import ReportData, collect
+from runtime_facts.analyst.svg import (
+    bar_chart,
+    fmt_number,
+    line_chart,
+    stacked_bars,
+    stacked_columns,
+)
 from runtime_facts.home import Home
-from runtime_facts.query import AsOf, connect
-from runtime_facts.report_data import ReportData, collect
-from runtime_facts.svg import bar_chart, fmt_number, line_chart, stacked_bars, stacked_columns
 
 STATES: tuple[tuple[str, str, str], ...] = (
     ("U", "Unknown", "#9ca3af"),
@@ -156,7 +162,9 @@ def _top_symbols(data: ReportData) -> str:
 
 
 def _iso(value: Any) -> str:
-    return "" if value is None else value.isoformat()
+    if value is None or isinstance(value, str):  # text: a stored value beyond years 1-9999
+        return value or ""
+    return str(value.isoformat())
 
 
 def _chain(data: ReportData) -> str:

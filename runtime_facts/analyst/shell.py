@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from runtime_facts.analyst.query import VIEWS, FactsConnection
+from runtime_facts.analyst.query_output import render
 from runtime_facts.errors import RuntimeFactsError
-from runtime_facts.query import VIEWS, FactsConnection
-from runtime_facts.query_output import render
 
 PROMPT = "rf> "
 CONTINUE = "...> "

@@ -109,7 +109,25 @@ def open_table(lake: Lake, name: str, as_of: AsOf = None) -> DeltaTable:
         raise NotFoundError(
             VERSION_NOT_FOUND, f"{name} cannot be read as of {as_of}: {exc}"
         ) from exc
+    if isinstance(pinned, datetime) and table.version() == 0:
+        _check_not_before_first(table, name, pinned)
     return table
+
+
+def _check_not_before_first(table: DeltaTable, name: str, pinned: datetime) -> None:
+    """delta-rs answers a time before the first commit with version 0; say so instead of
+    reading an empty table as if it had been empty then."""
+    first = next((e for e in table.history() if e.get("version") == 0), None)
+    if first is None or "timestamp" not in first:  # the first commit was cleaned up
+        return
+    created = datetime.fromtimestamp(int(first["timestamp"]) / 1000, tz=UTC)
+    if pinned < created:
+        raise NotFoundError(
+            VERSION_NOT_FOUND,
+            f"{name} has no version at or before {pinned.isoformat()}: its first version "
+            f"was written at {created.isoformat()}",
+            hint="pass a later --as-of time, or a version number (0 is the first)",
+        )
 
 
 @dataclass

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from runtime_facts.analyst.query import FactsConnection
 from runtime_facts.home import Home
-from runtime_facts.query import FactsConnection
-from runtime_facts.stores.receipts import ObjectReceiptLog, verify_chain
+from runtime_facts.readable import readable_table
+from runtime_facts.stores.receipts import verify_chain
 
 MAX_DAYS = 90
 """The volume charts show at most the last 90 days that have receipts."""
@@ -80,7 +81,7 @@ class ReportData:
 
 
 def _rows(conn: FactsConnection, sql: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = conn.sql(sql).table.to_pylist()
+    rows: list[dict[str, Any]] = readable_table(conn.sql(sql).table, "report").to_pylist()
     return rows
 
 
@@ -89,13 +90,8 @@ def _int(value: Any) -> int:
 
 
 def receipt_lines(home: Home) -> Iterator[bytes]:
-    """The raw lines of the home's receipts log (streamed from a local file)."""
-    log = home.receipts
-    if isinstance(log, ObjectReceiptLog):
-        yield from log.read_from(0).splitlines(keepends=True)
-    elif log.path.exists():
-        with log.path.open("rb") as handle:
-            yield from handle
+    """The raw lines of the home's receipts log, in stream order."""
+    yield from home.receipts.lines()
 
 
 def chain_status(home: Home) -> dict[str, Any]:

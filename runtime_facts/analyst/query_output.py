@@ -14,6 +14,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from runtime_facts.readable import readable_table
+
 Format = Literal["table", "csv", "json", "parquet"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
 MAX_CELL = 100
@@ -34,6 +36,7 @@ def column_names(table: pa.Table) -> list[str]:
 
 def rows(table: pa.Table) -> Iterator[tuple[Any, ...]]:
     """Rows as tuples of Python values (column-wise conversion, duplicate names kept)."""
+    table = readable_table(table, "query result")
     for batch in table.to_batches(max_chunksize=10_000):
         columns = [column.to_pylist() for column in batch.columns]
         yield from zip(*columns, strict=True)

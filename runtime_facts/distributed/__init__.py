@@ -1,0 +1,1 @@
+"""A distributed Airflow on one machine: Postgres, Redis, two Celery workers."""

@@ -1,0 +1,110 @@
+"""`ingest` (`--retry` of rejected digests, a missing home) and `recompute` typos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runtime_facts.config import Settings
+from runtime_facts.home import Home
+from tests.runtime_facts.cli.conftest import SUBJECT, Cli, write_batch
+
+ONE_BAD_LINE = '{"symbolId":"sym:a","hitCount":2}\n{"hitCount":1}\n'
+
+
+def _stage(cli: Cli, path: Path) -> str:
+    run = cli("cas", "put", str(path), *SUBJECT)
+    assert run.code == 0, run.err
+    return run.out.strip().rsplit("/", 1)[-1]
+
+
+def _receipts(home_dir: Path, sha: str) -> list[str]:
+    home = Home(Settings.load(str(home_dir)))
+    return [str(r["status"]) for r in home.receipts if r.get("batch_sha256") == sha]
+
+
+def test_retry_reattempts_a_rejected_batch_after_the_cause_is_fixed(
+    cli: Cli, tmp_path: Path, home_dir: Path
+) -> None:
+    sha = _stage(cli, write_batch(tmp_path / "b.ndjson.gz", ONE_BAD_LINE))
+    first = cli("ingest")
+    assert first.code == 3
+    assert f"rejected {sha} invalid_lines" in first.err  # the whole digest, ready to paste
+    scheduled = json.loads(cli("--json", "ingest").out)
+    assert scheduled["batches"] == 0  # a rejected digest is final for scheduled ingest
+    retried = cli("--json", "ingest", "--retry", sha, "--allow-partial")
+    assert retried.code == 0, retried.out
+    doc = json.loads(retried.out)
+    assert (doc["accepted"], doc["rejected_lines"]) == (1, 1)
+    listing = ("--json", "facts", "list", "--tenant", "acme", "--subject", "scan:s-1")
+    facts = json.loads(cli(*listing).out)
+    assert [(f["symbol_id"], f["hit_count"]) for f in facts] == [("sym:a", 2)]
+    uri = f"cas://reachability/runtime/{sha}"
+    again = json.loads(cli("--json", "ingest", "--retry", uri, "--allow-partial").out)
+    assert (again["accepted"], again["duplicate"]) == (0, 1)
+    assert json.loads(cli(*listing).out) == facts
+    assert _receipts(home_dir, sha) == ["rejected", "accepted", "duplicate"]
+
+
+def test_retry_of_an_accepted_batch_is_a_duplicate(cli: Cli, tmp_path: Path) -> None:
+    sha = _stage(cli, write_batch(tmp_path / "b.ndjson.gz"))
+    assert cli("ingest").code == 0
+    run = cli("--json", "ingest", "--retry", sha)
+    assert run.code == 0
+    assert json.loads(run.out)["duplicate"] == 1
+
+
+def test_retry_of_an_unstaged_digest_exits_4(cli: Cli, tmp_path: Path) -> None:
+    _stage(cli, write_batch(tmp_path / "b.ndjson.gz"))
+    run = cli("ingest", "--retry", "ab" * 32)
+    assert run.code == 4
+    assert "[cas_miss]" in run.err
+
+
+def test_retry_of_something_else_than_a_digest_exits_2(cli: Cli, tmp_path: Path) -> None:
+    _stage(cli, write_batch(tmp_path / "b.ndjson.gz"))
+    assert cli("ingest", "--retry", "s-1").code == 2
+
+
+def test_ingest_on_a_missing_home_exits_4(cli: Cli, tmp_path: Path) -> None:
+    run = cli("ingest", home=tmp_path / "nonexistent")
+    assert run.code == 4
+    assert "[home_not_found]" in run.err
+
+
+def test_recompute_of_an_unknown_callgraph_exits_4(cli: Cli, tmp_path: Path) -> None:
+    _stage(cli, write_batch(tmp_path / "b.ndjson.gz"))
+    assert cli("ingest").code == 0
+    run = cli("recompute", "--tenant", "acme", "--callgraph-id", "cg-nope")
+    assert run.code == 4
+    assert "[unknown_callgraph]" in run.err
+    ok = cli("--json", "recompute", "--tenant", "acme", "--callgraph-id", "cg-1")
+    assert (ok.code, json.loads(ok.out)["subjects"]) == (0, 1)
+
+
+def test_recompute_of_an_unknown_subject_exits_4(cli: Cli, tmp_path: Path) -> None:
+    _stage(cli, write_batch(tmp_path / "b.ndjson.gz"))
+    assert cli("ingest").code == 0
+    args = ("recompute", "--tenant", "acme", "--callgraph-id", "cg-1")
+    run = cli(*args, "--subject", "scan:nope")
+    assert run.code == 4
+    assert "[unknown_subject]" in run.err
+    assert cli(*args, "--subject", "scan:s-1").code == 0
+
+
+def test_recompute_on_a_missing_home_exits_4(cli: Cli, tmp_path: Path) -> None:
+    run = cli("recompute", "--tenant", "acme", "--callgraph-id", "cg-1", home=tmp_path / "nope")
+    assert run.code == 4
+    assert "[home_not_found]" in run.err
+
+
+def test_strict_overrides_a_partial_setting_for_one_run(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNTIME_FACTS__INGEST__ALLOW_PARTIAL", "true")
+    sha = _stage(cli, write_batch(tmp_path / "b.ndjson.gz", ONE_BAD_LINE))
+    assert cli("ingest", "--strict").code == 3
+    doc = json.loads(cli("--json", "ingest", "--retry", sha).out)  # the setting applies again
+    assert (doc["accepted"], doc["rejected_lines"]) == (1, 1)
