@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MIB = 1024 * 1024
+KIB = 1024
+MIB = 1024 * KIB
 
 
 class IngestSettings(BaseModel):
@@ -104,7 +105,21 @@ class ServeSettings(BaseModel):
     max_plain_bytes: int = 64 * MIB
     """Largest uncompressed body accepted; gzip (Content-Encoding) lets up to the batch cap in."""
     max_concurrency: int = 128
-    """Connections served at once; past it the server answers 503."""
+    """Uploads staged at once; past it an upload gets 503 `server_busy`. Only requests whose
+    head arrived and whose token was accepted count, so slow or unauthenticated clients
+    cannot take a slot."""
+    max_connections: int = 1024
+    """Open connections at once; past it a new connection gets 503 `too_many_connections`."""
+    header_timeout_seconds: float = 10.0
+    """The whole request head must arrive within this long of the connection (or of the
+    previous response); otherwise 408 `header_timeout` and the connection is closed."""
+    max_header_bytes: int = 16 * KIB
+    """Largest request head (request line and header fields); past it 431
+    `headers_too_large`, and no more of it is read."""
+    max_header_count: int = 64
+    """Most header fields in one request; past it 431 `too_many_headers`."""
+    keep_alive_seconds: int = 5
+    """An idle keep-alive connection is closed after this long."""
     airflow_api_url: str | None = None
     """Airflow base URL: recompute triggers the `reachability_recompute` DAG there."""
     airflow_token: SecretStr | None = None

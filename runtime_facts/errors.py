@@ -106,6 +106,11 @@ class Reason(StrEnum):
     INVALID_REQUEST = "invalid_request"
     UNSUPPORTED_CONTENT_ENCODING = "unsupported_content_encoding"
     BODY_TIMEOUT = "body_timeout"
+    HEADER_TIMEOUT = "header_timeout"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    TOO_MANY_HEADERS = "too_many_headers"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    SERVER_BUSY = "server_busy"
     CLIENT_DISCONNECTED = "client_disconnected"
     AIRFLOW_UNAVAILABLE = "airflow_unavailable"
     # analysts' queries and reports

@@ -30,7 +30,7 @@ from deltalake import DeltaTable
 from runtime_facts.config import Settings
 from runtime_facts.errors import NotFoundError, Reason, UsageError
 from runtime_facts.home import Home
-from runtime_facts.stores.lake import TABLES, Lake, sql_literal
+from runtime_facts.stores.lake import TABLES, Lake, scan_table, sql_literal
 from runtime_facts.subject import validate_tenant
 from transforms.duck import offline_connection
 
@@ -309,11 +309,8 @@ def read_table(
     """
     if tenant is not None:
         validate_tenant(tenant)
-    table = open_table(_lake(home), name, version)
-    frame = pl.scan_delta(table)
-    if tenant is not None:
-        frame = frame.filter(pl.col("tenant") == tenant)
-    return frame
+    lake = _lake(home)
+    return scan_table(open_table(lake, name, version), tenant, lake.storage_options)
 
 
 def table_versions(home: Home | Lake | str | None) -> dict[str, Any]:

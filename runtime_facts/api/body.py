@@ -1,9 +1,8 @@
-"""Request bodies: read as a bounded stream with a stall timeout; deterministic gzip."""
+"""Request bodies: read as a bounded stream with a stall timeout; canonical NDJSON."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import re
 from typing import Any
 
@@ -13,7 +12,6 @@ from starlette.requests import ClientDisconnect, Request
 from runtime_facts.api.errors import ApiError
 from runtime_facts.errors import Reason
 
-GZIP_LEVEL = 6
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
@@ -74,11 +72,6 @@ async def read_body(request: Request, *, cap: int, timeout: float) -> bytes:
         if chunk:
             chunks.append(chunk)
     return b"".join(chunks)
-
-
-def gzip_deterministic(data: bytes) -> bytes:
-    """gzip at level 6 with mtime 0: the same bytes always give the same object."""
-    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def canonical_ndjson(events: list[Any]) -> bytes:

@@ -14,9 +14,15 @@ from runtime_facts.api.auth import SCOPE_WRITE
 from runtime_facts.api.body import is_gzip_encoded, read_body
 from runtime_facts.api.errors import ApiError, json_response
 from runtime_facts.api.models import ENVELOPE_SCHEMA, ErrorBody, Staged
-from runtime_facts.api.staging import StagedBatch, sealed_refusal, stage_envelope, stage_ndjson
+from runtime_facts.api.staging import (
+    accepted_document,
+    sealed_refusal,
+    stage_envelope,
+    stage_ndjson,
+)
 from runtime_facts.api.state import ApiState, api_state, authorize, bearer
 from runtime_facts.errors import Reason, UsageError
+from runtime_facts.pipeline.stage import StagedBatch
 from runtime_facts.subject import SubjectContext, validate_tenant
 
 log = logging.getLogger("Reachability.Runtime")
@@ -43,6 +49,7 @@ _ERRORS = {
     409: "The same bytes are already staged for another subject.",
     413: "The body passes the batch size cap.",
     415: "Unsupported Content-Encoding.",
+    503: "Every upload slot is taken (server_busy); retry after Retry-After.",
     422: "Invalid gzip or invalid lines (strict policy): reason codes and line numbers.",
 }
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -80,7 +87,7 @@ def _accepted(state: ApiState, staged: StagedBatch, endpoint: str) -> Response:
         },
     )
     headers = {"Content-SHA256": staged.sha256, "X-Ingest-Id": staged.ingest_id}
-    return json_response(staged.to_json(), 202, headers)
+    return json_response(accepted_document(staged), 202, headers)
 
 
 async def _read(request: Request, state: ApiState, gzipped: bool) -> bytes:
@@ -135,10 +142,11 @@ async def post_ndjson(
         except UsageError as exc:
             raise ApiError.from_runtime(exc) from exc
         gzipped = is_gzip_encoded(content_encoding)
-        raw = await _read(request, state, gzipped)
-        staged = await run_in_threadpool(
-            stage_ndjson, state.home, raw, gzipped=gzipped, ctx=ctx, proof=proof
-        )
+        async with state.upload_slot():
+            raw = await _read(request, state, gzipped)
+            staged = await run_in_threadpool(
+                stage_ndjson, state.home, raw, gzipped=gzipped, ctx=ctx, proof=proof
+            )
     except ApiError as exc:
         state.metrics.rejected.labels(exc.reason).inc()
         raise
@@ -171,10 +179,11 @@ async def post_json(
         tenant = _tenant(x_tenant)
         principal.require(SCOPE_WRITE, tenant)
         gzipped = is_gzip_encoded(content_encoding)
-        raw = await _read(request, state, gzipped)
-        staged = await run_in_threadpool(
-            stage_envelope, state.home, raw, gzipped=gzipped, tenant=tenant, proof=proof
-        )
+        async with state.upload_slot():
+            raw = await _read(request, state, gzipped)
+            staged = await run_in_threadpool(
+                stage_envelope, state.home, raw, gzipped=gzipped, tenant=tenant, proof=proof
+            )
     except ApiError as exc:
         state.metrics.rejected.labels(exc.reason).inc()
         raise

@@ -1,53 +1,39 @@
-"""Stage one uploaded batch: sealed-mode proof, the ingest's own validation, then CAS.
+"""Stage one uploaded batch through the staging job (`runtime_facts.pipeline.stage`).
 
-Runs in a worker thread (decompression, validation and fsync block). Nothing is written
-unless every check passes, so a rejected upload leaves no trace in CAS.
+Runs in a worker thread (decompression, validation and fsync block). The job refuses what
+ingest would refuse before writing anything, so a rejected upload leaves no trace in CAS.
+The endpoint's policy is strict: any invalid line refuses the upload (422, with every line).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from runtime_facts.api.body import canonical_ndjson, gzip_deterministic
+from runtime_facts.api.body import canonical_ndjson
 from runtime_facts.api.errors import ApiError, lines_summary
 from runtime_facts.errors import Reason, RuntimeFactsError
 from runtime_facts.home import Home
+from runtime_facts.pipeline.stage import LinesRejected, StagedBatch, stage_bytes
 from runtime_facts.stores.cas import cas_uri, sha256_hex
 from runtime_facts.subject import SubjectContext
 from transforms.decompress import gunzip_bounded
-from transforms.validate import Limits, validate_events
-
-INGEST_ID_HEX = 32
 
 
-@dataclass(frozen=True)
-class StagedBatch:
-    """A batch now in CAS."""
-
-    uri: str
-    sha256: str
-    ingest_id: str
-    created: bool
-    context: SubjectContext
-    line_count: int
-    size: int
-
-    def to_json(self) -> dict[str, Any]:
-        """The 202 document."""
-        return {
-            "casUri": self.uri,
-            "sha256": self.sha256,
-            "ingestId": self.ingest_id,
-            "created": self.created,
-            "tenant": self.context.tenant,
-            "callgraphId": self.context.callgraph_id,
-            "subjectKey": self.context.subject_key,
-            "lineCount": self.line_count,
-            "size": self.size,
-        }
+def accepted_document(staged: StagedBatch) -> dict[str, Any]:
+    """The 202 document."""
+    return {
+        "casUri": staged.uri,
+        "sha256": staged.sha256,
+        "ingestId": staged.ingest_id,
+        "created": staged.created,
+        "tenant": staged.context.tenant,
+        "callgraphId": staged.context.callgraph_id,
+        "subjectKey": staged.context.subject_key,
+        "lineCount": staged.line_count,
+        "size": staged.size,
+    }
 
 
 def sealed_refusal(message: str) -> ApiError:
@@ -70,11 +56,6 @@ def check_proof(proof: str | None, raw: bytes, stored: bytes) -> None:
         raise sealed_refusal("X-Reachability-Cas-Uri does not match the uploaded bytes")
 
 
-def _limits(home: Home) -> Limits:
-    cfg = home.settings.ingest
-    return Limits(cfg.max_line_bytes, cfg.max_nesting_depth, cfg.max_number_digits)
-
-
 def _gunzip(home: Home, data: bytes) -> bytes:
     cfg = home.settings.ingest
     return gunzip_bounded(
@@ -82,61 +63,41 @@ def _gunzip(home: Home, data: bytes) -> bytes:
     )
 
 
-def _validate(home: Home, text: bytes) -> int:
-    """Strict policy, as in ingest: any invalid line rejects the upload (422)."""
-    result = validate_events(text, _limits(home))
-    if result.rejections.height:
-        lines = [
-            (int(n), str(r), str(d or ""))
-            for n, r, d in result.rejections.select(
-                "line_number", "reason_code", "detail"
-            ).iter_rows()
-        ]
+def _stage(
+    home: Home, raw: bytes, text: bytes, ctx: SubjectContext, proof: str | None
+) -> StagedBatch:
+    """`text` (the body, or its canonical NDJSON) through the staging job, strictly."""
+
+    def sealed(stored: bytes) -> None:
+        if home.settings.ingest.sealed:
+            check_proof(proof, raw, stored)
+
+    try:
+        return stage_bytes(
+            home, text, ctx, where="the request body", allow_partial=False, check=sealed
+        )
+    except LinesRejected as exc:
         raise ApiError.of(
             Reason.INVALID_LINES,
-            lines_summary(lines, result.line_count),
+            lines_summary(exc.lines, exc.line_count),
             hint="fix the probe output and post the batch again; nothing was staged",
-            lines=lines,
-        )
-    return result.line_count
-
-
-def _put(home: Home, stored: bytes, ctx: SubjectContext, line_count: int) -> StagedBatch:
-    limit = home.settings.ingest.max_batch_bytes
-    if len(stored) > limit:
-        raise ApiError.of(
-            Reason.BATCH_TOO_LARGE,
-            f"the batch is {len(stored)} bytes gzip-compressed; the limit is {limit}",
-            hint="split the batch into smaller chunks",
-        )
-    put = home.cas.put("runtime", stored, ctx)
-    return StagedBatch(
-        put.uri, put.sha256, put.sha256[:INGEST_ID_HEX], put.created, ctx, line_count, put.size
-    )
+            lines=exc.lines,
+        ) from exc
+    except RuntimeFactsError as exc:
+        raise ApiError.from_runtime(exc) from exc
 
 
 def stage_ndjson(
     home: Home, raw: bytes, *, gzipped: bool, ctx: SubjectContext, proof: str | None
 ) -> StagedBatch:
-    """Stage an NDJSON body (gzip as sent, plain ones gzipped deterministically)."""
-    try:
-        if not raw:
-            raise ApiError.of(Reason.EMPTY_BATCH, "the request body is empty")
-        if gzipped:
-            stored, text = raw, None
-        else:
-            if raw.isspace():
-                raise ApiError.of(Reason.EMPTY_BATCH, "the request body has no events")
-            if len(raw) > home.settings.ingest.max_decompressed_bytes:
-                raise ApiError.of(Reason.DECOMPRESSED_TOO_LARGE, "the body passes the batch cap")
-            stored, text = gzip_deterministic(raw), raw
-        if home.settings.ingest.sealed:
-            check_proof(proof, raw, stored)
-        if text is None:
-            text = _gunzip(home, stored)
-        return _put(home, stored, ctx, _validate(home, text))
-    except RuntimeFactsError as exc:
-        raise ApiError.from_runtime(exc) from exc
+    """Stage an NDJSON body (gzip kept as sent, plain gzipped deterministically)."""
+    if not raw:
+        raise ApiError.of(Reason.EMPTY_BATCH, "the request body is empty")
+    if gzipped and not raw.startswith(b"\x1f\x8b"):
+        raise ApiError.of(
+            Reason.INVALID_GZIP, "Content-Encoding is gzip but the body is not a gzip stream"
+        )
+    return _stage(home, raw, raw, ctx, proof)
 
 
 def parse_envelope(
@@ -179,9 +140,6 @@ def stage_envelope(
     """Stage a JSON body as canonical NDJSON.gz (stable digest for the same events)."""
     try:
         ctx, text = parse_envelope(home, raw, gzipped=gzipped, tenant=tenant)
-        stored = gzip_deterministic(text)
-        if home.settings.ingest.sealed:
-            check_proof(proof, raw, stored)
-        return _put(home, stored, ctx, _validate(home, text))
     except RuntimeFactsError as exc:
         raise ApiError.from_runtime(exc) from exc
+    return _stage(home, raw, text, ctx, proof)

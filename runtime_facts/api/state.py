@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -10,7 +12,9 @@ from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from runtime_facts.api.auth import Principal, TokenStore
+from runtime_facts.api.errors import ApiError
 from runtime_facts.api.metrics import ApiMetrics
+from runtime_facts.errors import Reason
 from runtime_facts.home import Home
 
 bearer = HTTPBearer(
@@ -28,6 +32,30 @@ class ApiState:
     tokens: TokenStore
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     _airflow: httpx.AsyncClient | None = None
+    uploads: int = 0
+    """Uploads being read or staged now (authenticated, head arrived)."""
+
+    @asynccontextmanager
+    async def upload_slot(self) -> AsyncIterator[None]:
+        """Hold one of `serve.max_concurrency` upload slots; 503 `server_busy` when none is free.
+
+        Taken only after the token was accepted, so unauthenticated clients never hold one.
+        All requests run on the server's one event loop, so a plain counter is exact.
+        """
+        limit = self.home.settings.serve.max_concurrency
+        if self.uploads >= limit:
+            raise ApiError(
+                503,
+                Reason.SERVER_BUSY,
+                f"{limit} uploads are being staged; this one was not read",
+                hint="retry after a short pause (Retry-After)",
+                headers={"Retry-After": "1"},
+            )
+        self.uploads += 1
+        try:
+            yield
+        finally:
+            self.uploads -= 1
 
     def airflow(self) -> httpx.AsyncClient:
         """The HTTP client for the Airflow REST API (created on first use)."""

@@ -156,9 +156,7 @@ def cas_put(
                     if exc.hint:
                         st.err.print(f"  [dim]hint:[/] {escape(exc.hint)}", highlight=False)
             else:
-                docs.append(
-                    {"file": str(path), **result.__dict__, "subject_key": subject.subject_key}
-                )
+                docs.append({"file": str(path), **result.to_json()})
                 if not as_json:
                     sys.stdout.write(result.uri + "\n")
             advance()

@@ -60,13 +60,10 @@ def _run(app: Any, sock: socket.socket, cfg: ServeSettings, log_level: str) -> N
     """Serve the ASGI app on an already bound socket until interrupted."""
     import uvicorn
 
-    config = uvicorn.Config(
-        app,
-        log_level=log_level,
-        limit_concurrency=cfg.max_concurrency,
-        server_header=False,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    from runtime_facts.api.server import server_config
+
+    # The staging endpoint's server: bounded request heads, an upload limit taken after auth.
+    uvicorn.Server(server_config(app, cfg, log_level=log_level)).run(sockets=[sock])
 
 
 @serve_app.callback()

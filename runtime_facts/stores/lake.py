@@ -90,6 +90,49 @@ def file_actions(table: DeltaTable) -> pl.DataFrame:
     return actions
 
 
+def scan_table(
+    table: DeltaTable, tenant: str | None = None, storage_options: dict[str, str] | None = None
+) -> pl.LazyFrame:
+    """A lazy polars scan of one Delta table version, pruned to a tenant's files when given.
+
+    The table's live files (deltalake reads the log) go to polars' native Parquet reader,
+    with `tenant` from the partition paths. Not `pl.scan_delta` / `pl.scan_pyarrow_dataset`:
+    both run Python callbacks on polars' tokio worker threads, whose 2 MiB stacks are too
+    small for some Python code (a garbage collection running finalizers there, say), and a
+    stack overflow on such a thread kills the process without a traceback
+    (docs/reliability.md, "A native crash of the test process").
+    """
+    empty = pl.from_arrow(pa.schema(table.schema().to_arrow()).empty_table())
+    assert isinstance(empty, pl.DataFrame)
+    full, columns = empty.schema, empty.columns
+    partitions = set(table.metadata().partition_columns)
+    predicate = None if tenant is None else [("tenant", "=", tenant)]
+    files = table.file_uris(file_pruning_predicate=predicate)
+    if not files:
+        frame = pl.LazyFrame(schema=full)
+    else:
+        frame = pl.scan_parquet(
+            files,
+            schema=pl.Schema({c: t for c, t in full.items() if c not in partitions}),
+            hive_partitioning=bool(partitions),
+            hive_schema=pl.Schema({c: full[c] for c in partitions}) if partitions else None,
+            missing_columns="insert",
+            extra_columns="ignore",
+            storage_options=_read_options(storage_options),
+            credential_provider=None,  # keys come from storage_options, never a Python callback
+        ).select(columns)
+    if tenant is not None:
+        frame = frame.filter(pl.col("tenant") == tenant)
+    return frame
+
+
+def _read_options(storage_options: dict[str, str] | None) -> dict[str, str] | None:
+    """polars' object-store options: deltalake's, without its write-only settings."""
+    if storage_options is None:
+        return None
+    return {k: v for k, v in storage_options.items() if k != "conditional_put"}
+
+
 def sql_literal(value: str) -> str:
     """A single-quoted SQL string literal for Delta predicates."""
     return "'" + value.replace("'", "''") + "'"
@@ -189,10 +232,7 @@ class Lake:
         self, name: str, *, tenant: str | None = None, version: int | None = None
     ) -> pl.LazyFrame:
         """Lazy scan of a table, pruned to one tenant's partition when given."""
-        frame = pl.scan_delta(self.table(name, version))
-        if tenant is not None:
-            frame = frame.filter(pl.col("tenant") == tenant)
-        return frame
+        return scan_table(self.table(name, version), tenant, self.storage_options)
 
     def read(
         self, name: str, *, tenant: str | None = None, where: pl.Expr | None = None

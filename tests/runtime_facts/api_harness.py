@@ -16,6 +16,7 @@ import uvicorn
 
 from runtime_facts.api import create_app
 from runtime_facts.api.auth import SCOPE_READ, SCOPE_RECOMPUTE, SCOPE_WRITE, hash_token
+from runtime_facts.api.server import server_config
 from runtime_facts.config import IngestSettings, ServeSettings, Settings
 from runtime_facts.home import Home
 
@@ -78,7 +79,11 @@ def serve_asgi(app: Any, **config: Any) -> Iterator[Live]:
     port = sock.getsockname()[1]
     config.setdefault("log_config", None)
     config.setdefault("log_level", "warning")
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **config))
+    serve = config.pop("serve", None)
+    if serve is None:
+        server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **config))
+    else:  # the staging endpoint's own server configuration
+        server = uvicorn.Server(server_config(app, serve, lifespan="on", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -96,9 +101,8 @@ def serve_asgi(app: Any, **config: Any) -> Iterator[Live]:
 
 @contextmanager
 def live_api(home: Home, **config: Any) -> Iterator[Live]:
-    """The staging endpoint for `home`, served for real."""
-    config.setdefault("limit_concurrency", home.settings.serve.max_concurrency)
-    with serve_asgi(create_app(home), **config) as live:
+    """The staging endpoint for `home`, served for real, as `runtime-facts serve` serves it."""
+    with serve_asgi(create_app(home), serve=home.settings.serve, **config) as live:
         yield live
 
 

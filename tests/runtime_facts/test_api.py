@@ -28,10 +28,11 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 from runtime_facts.api.auth import SCOPE_WRITE, add_token, hash_token
-from runtime_facts.api.body import canonical_ndjson, gzip_deterministic
+from runtime_facts.api.body import canonical_ndjson
 from runtime_facts.cli.main import app as cli_app
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.stage import gzip_deterministic
 from runtime_facts.stores.cas import cas_uri
 from tests.runtime_facts.api_harness import (
     TOKENS,
@@ -676,7 +677,7 @@ def test_openapi_declares_every_route_and_status(client: httpx.Client) -> None:
         for path, item in spec["paths"].items()
         for method, op in item.items()
     }
-    codes = {"202", "400", "401", "403", "408", "409", "413", "415", "422"}
+    codes = {"202", "400", "401", "403", "408", "409", "413", "415", "422", "503"}
     assert declared[(NDJSON, "post")] == codes
     assert declared[(JSON, "post")] == codes
     assert declared[(FACTS, "get")] == {"200", "400", "401", "403", "404", "422"}

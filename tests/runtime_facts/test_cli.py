@@ -12,6 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from runtime_facts.cli.main import app
+from runtime_facts.config import Settings
+from runtime_facts.home import Home
+from runtime_facts.subject import SubjectContext
 
 runner = CliRunner()
 
@@ -60,7 +63,7 @@ def test_put_ingest_list_round_trip(tmp_path: Path) -> None:
 def test_rejected_batch_exits_3(tmp_path: Path) -> None:
     home = str(tmp_path / "h")
     batch = _batch(tmp_path, '{"hitCount":2}\n')
-    _run(
+    code, out = _run(
         "--home",
         home,
         "cas",
@@ -72,6 +75,12 @@ def test_rejected_batch_exits_3(tmp_path: Path) -> None:
         "cg",
         "--scan-id",
         "s1",
+    )
+    assert code == 3  # staging refuses what ingest would reject
+    assert "invalid_lines" in out
+    # A bad batch that reached CAS another way (an older release, a copied home) is rejected.
+    Home(Settings.load(home)).cas.put(
+        "runtime", batch.read_bytes(), SubjectContext("acme", "cg", scan_id="s1")
     )
     code, _ = _run("--home", home, "ingest")
     assert code == 3
