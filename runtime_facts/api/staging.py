@@ -16,6 +16,7 @@ from runtime_facts.api.errors import ApiError, lines_summary
 from runtime_facts.errors import Reason, RuntimeFactsError
 from runtime_facts.home import Home
 from runtime_facts.pipeline.stage import LinesRejected, StagedBatch, stage_bytes
+from runtime_facts.stores.airflow_api import RUNTIME_ASSET, announce_staged
 from runtime_facts.stores.cas import cas_uri, sha256_hex
 from runtime_facts.subject import SubjectContext
 from transforms.decompress import gunzip_bounded
@@ -73,7 +74,7 @@ def _stage(
             check_proof(proof, raw, stored)
 
     try:
-        return stage_bytes(
+        staged = stage_bytes(
             home, text, ctx, where="the request body", allow_partial=False, check=sealed
         )
     except LinesRejected as exc:
@@ -85,6 +86,10 @@ def _stage(
         ) from exc
     except RuntimeFactsError as exc:
         raise ApiError.from_runtime(exc) from exc
+    if staged.created:  # wake the scheduled ingest (no-op unless an Airflow is configured)
+        extra = {"source": "staging endpoint", "tenant": ctx.tenant, "casUris": [staged.uri]}
+        announce_staged(home.settings.airflow, RUNTIME_ASSET, extra)
+    return staged
 
 
 def stage_ndjson(
