@@ -12,16 +12,27 @@ if [ "$#" -gt 0 ]; then
     exit $?
 fi
 failed=()
+passed_total=0 failed_total=0 skipped_total=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+count() { grep -oE "[0-9]+ $1" "$log" | tail -1 | grep -oE "[0-9]+" || echo 0; }
 for package in transforms runtime_facts reliability dags e2e; do
     echo "== tests/$package"
-    run "tests/$package"
-    status=$?
+    run "tests/$package" 2>&1 | tee "$log"
+    status=${PIPESTATUS[0]}
+    summary=$(grep -E "(passed|failed|error|no tests ran).* in [0-9.]+s" "$log" | tail -1)
+    log_summary() { printf '%s\n' "$summary" > "$log"; }
+    log_summary
+    passed_total=$((passed_total + $(count passed)))
+    failed_total=$((failed_total + $(count failed) + $(count error)))
+    skipped_total=$((skipped_total + $(count skipped)))
     if [ "$status" -ne 0 ]; then
         failed+=("tests/$package (exit $status)")
     fi
 done
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "!! failed: ${failed[*]}" >&2
-    exit 1
+    [ "$failed_total" -gt 0 ] || failed_total=${#failed[@]}
 fi
-echo "all test packages passed"
+echo "tests: $passed_total passed, $failed_total failed, $skipped_total skipped"
+[ "${#failed[@]}" -eq 0 ]
