@@ -58,15 +58,21 @@ def commit_batches(home: Home, group: list[Prepared], clock: Clock) -> list[dict
 def _commit_domain(
     home: Home, tenant: str | None, group: list[Prepared], clock: Clock, fence: Fence
 ) -> list[dict[str, Any]]:
-    ready = [p.sha for p in group if p.error is None and p.rows is not None]
-    present = batches_in_lake(home, tenant, ready) if tenant is not None and ready else set()
+    # The lake's verdict comes first: a batch already in is a duplicate, whatever this
+    # attempt's validation said (e.g. a retry under a stricter policy than the one it went in).
+    known = [p.sha for p in group if p.context is not None]
+    present = batches_in_lake(home, tenant, known) if tenant is not None and known else set()
     drafts: dict[int, dict[str, Any]] = {}
     accepted: list[tuple[int, Prepared]] = []
     seen: set[str] = set()
     for i, prepared in enumerate(group):
+        if prepared.context is not None and prepared.sha in present:
+            prepared.error, prepared.rejections = None, None
+            drafts[i] = prepared.receipt("duplicate", clock())
+            continue
         if prepared.error is not None or prepared.context is None or prepared.rows is None:
             continue
-        if prepared.sha in present or prepared.sha in seen:
+        if prepared.sha in seen:
             drafts[i] = prepared.receipt("duplicate", clock())
             continue
         try:

@@ -148,3 +148,16 @@ def test_the_lake_index_is_per_tenant(home: Home, stage: Stage, clock: Clock, te
 
     assert batches_in_lake(home, tenant, [mine]) == {mine}
     assert batches_in_lake(home, other, [mine]) == set()
+
+
+def test_a_batch_in_the_lake_is_a_duplicate_whatever_a_retry_validates(
+    home: Home, stage: Stage, clock: Clock
+) -> None:
+    sha = stage('{"symbolId":"sym:a","hitCount":2}\n{"hitCount":1}\n')
+    assert ingest(home, allow_partial=True, clock=clock).accepted == 1
+    before = _facts(home)
+
+    retry = ingest(home, [sha], allow_partial=False, clock=clock)  # strict would reject it
+
+    assert [(o.status, o.reason_codes) for o in retry.outcomes] == [("duplicate", [])]
+    assert_frame_equal(_facts(home), before)
