@@ -36,6 +36,7 @@ from typing import IO
 import orjson
 import psutil
 
+from runtime_facts.airflow.pools import pool_command
 from runtime_facts.airflow_home import (
     API_HOST,
     DEFAULT_AIRFLOW_HOME,
@@ -219,6 +220,12 @@ def _supervise(
         for line in (migrate.stdout + migrate.stderr).splitlines()[-15:]:
             say(line, "db migrate")
         say(f"`airflow db migrate` failed (exit {migrate.returncode})")
+        return 1
+    pool = subprocess.run(
+        pool_command(str(airflow)), env=env, capture_output=True, text=True, check=False
+    )
+    if pool.returncode != 0:
+        say(f"`airflow pools set` failed (exit {pool.returncode}): {pool.stderr.strip()[-300:]}")
         return 1
     components = []
     for name in COMPONENTS:

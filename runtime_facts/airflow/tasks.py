@@ -23,6 +23,7 @@ from runtime_facts.airflow.assets import (
     STATES,
     TENANT_PATTERN,
 )
+from runtime_facts.airflow.pools import COMMIT_POOL
 
 if TYPE_CHECKING:
     from runtime_facts.home import Home
@@ -101,6 +102,7 @@ def ingest_group(
             outlets=[BATCHES, RECEIPTS, REJECTIONS],
             max_active_tis_per_dagrun=4,
             map_index_template="{{ batch_label }}",
+            pool=COMMIT_POOL,
             execution_timeout=TASK_TIMEOUT,
         )
         def ingest_batch(
@@ -124,6 +126,7 @@ def ingest_group(
         @task(
             outlets=[FACTS],
             trigger_rule="none_failed",
+            pool=COMMIT_POOL,
             execution_timeout=TASK_TIMEOUT,
         )
         def fold() -> dict[str, Any]:
@@ -139,7 +142,7 @@ def ingest_group(
                 "subjects": [list(s) for s in result.subjects],
             }
 
-        @task(outlets=[STATES], execution_timeout=TASK_TIMEOUT)
+        @task(outlets=[STATES], pool=COMMIT_POOL, execution_timeout=TASK_TIMEOUT)
         def score(folded: dict[str, Any]) -> dict[str, Any]:
             """Re-score the subjects the fold touched, and any a crash left unscored."""
             from runtime_facts.pipeline.outcomes import utc_now

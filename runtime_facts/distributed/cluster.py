@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from runtime_facts.airflow.pools import pool_command
 from runtime_facts.distributed.hostname import WORKER_NAME_VAR
 from runtime_facts.distributed.services import ServiceError, Services, free_port, wait_for
 
@@ -110,6 +111,7 @@ def start_airflow(services: Services, config: AirflowConfig, workers: list[str])
     """Migrate the metadata DB, then start the API server, scheduler, DAG processor and one
     Celery worker per name (`--celery-hostname <name>@%h`)."""
     services.run("airflow-db-migrate", _airflow("db", "migrate"), config.env, timeout=600)
+    services.run("airflow-pool", _airflow(*pool_command("airflow")[1:]), config.env, timeout=300)
     services.start(
         "airflow-api-server",
         _airflow("api-server", "-H", "127.0.0.1", "-p", str(config.api_port), "-w", "1"),

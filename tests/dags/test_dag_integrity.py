@@ -187,3 +187,14 @@ def test_airgap_params_reject_bad_requests(dagbag: Any, conf: dict[str, Any]) ->
 
 def test_retention_is_a_dry_run_unless_asked(dagbag: Any) -> None:
     assert _validate(dagbag, "runtime_facts_retention", {})["dry_run"] is True
+
+
+@pytest.mark.parametrize("dag_id", ["runtime_facts_ingest", "runtime_facts_airgap_backfill"])
+def test_tasks_that_commit_run_in_the_commit_pool(dagbag: Any, dag_id: str) -> None:
+    from runtime_facts.airflow.pools import COMMIT_POOL
+
+    dag = dagbag.dags[dag_id]
+    pooled = {t.task_id for t in dag.tasks if t.pool == COMMIT_POOL}
+    assert pooled == {"ingest_batch", "fold", "score"}
+    assert all(t.execution_timeout is not None for t in dag.tasks)
+    assert dag.dagrun_timeout is not None
