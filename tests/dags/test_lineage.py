@@ -33,7 +33,12 @@ def test_ingest_run_reports_the_tables_it_writes(
         if e["eventType"] == "COMPLETE"
         for d in e.get("outputs", [])
     }
-    lake = str(home.root / "lake")
-    assert ("ingest_batch", "file", f"{lake}/runtime_fact_batches") in outputs
-    assert ("fold", "file", f"{lake}/runtime_facts") in outputs
-    assert ("score", "file", f"{lake}/reachability_states") in outputs
+    from runtime_facts.airflow.assets import BATCHES, FACTS, STATES
+
+    def dataset(uri: str) -> tuple[str, str]:  # file:///a/b -> ("file", "/a/b")
+        scheme, _, path = uri.partition("://")
+        return scheme, path
+
+    for task, asset in (("ingest_batch", BATCHES), ("fold", FACTS), ("score", STATES)):
+        assert (task, *dataset(asset.uri)) in outputs
+        assert asset.uri.endswith("/lake/" + asset.name.rsplit(".", 1)[-1])

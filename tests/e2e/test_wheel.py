@@ -83,7 +83,7 @@ def test_wheel_installs_with_the_airflow_extra_and_loads_the_four_dags(tmp_path:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         metadata = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
-    assert {"runtime_facts/py.typed", "transforms/py.typed", "runtime_facts/cli.py"} <= names
+    assert {"runtime_facts/py.typed", "transforms/py.typed", "runtime_facts/cli/main.py"} <= names
     if PACKAGE_DAGS.exists():
         assert "runtime_facts/airflow/dags.py" in names
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]

@@ -86,10 +86,20 @@ def test_doctor_on_a_missing_home_says_which_and_fails(cli: Cli, tmp_path: Path)
     assert "does not exist" in run.out
 
 
+def _put_as_is(home_dir: Path, path: Path) -> None:
+    from runtime_facts.config import Settings
+    from runtime_facts.home import Home
+    from runtime_facts.subject import SubjectContext
+
+    ctx = SubjectContext("acme", "cg", scan_id="s")
+    Home(Settings.load(str(home_dir))).cas.put("runtime", path.read_bytes(), ctx)
+
+
 def test_status_says_which_home_and_what_it_holds(cli: Cli, tmp_path: Path, home_dir: Path) -> None:
     subject = ("--tenant", "acme", "--callgraph-id", "cg", "--scan-id", "s")
     bad = write_batch(tmp_path / "bad.ndjson.gz", '{"hitCount":1}\n')
-    assert cli("cas", "put", str(bad), *subject).code == 0
+    assert cli("cas", "put", str(bad), *subject).code == 3  # staging refuses invalid lines
+    _put_as_is(home_dir, bad)  # as a batch staged under an earlier policy would be
     assert cli("ingest").code == 3
     assert cli("cas", "put", str(write_batch(tmp_path / "good.ndjson.gz")), *subject).code == 0
     run = cli("status")
