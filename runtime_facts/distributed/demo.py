@@ -143,7 +143,7 @@ def stage_batches(
         tenant, path = job
         digest = "sha256:" + hashlib.sha256(tenant.encode()).hexdigest()
         subject = ["--callgraph-id", f"cg-{tenant}", "--image-digest", digest]
-        staged = _cli(["cas", "put", str(path), "--tenant", tenant, *subject], env)
+        (staged,) = _cli(["cas", "put", str(path), "--tenant", tenant, *subject], env)
         return Staged(tenant, path, str(staged["sha256"]))
 
     with ThreadPoolExecutor(max_workers=2) as pool:

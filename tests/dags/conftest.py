@@ -9,6 +9,7 @@ each test's `tmp_path`.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import sys
@@ -37,7 +38,13 @@ AIRFLOW_ENV = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
     "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+    # OpenLineage events of every DAG run of the session (the client reads this once).
+    "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+        {"type": "file", "log_file_path": str(AIRFLOW_HOME / "lineage.jsonl"), "append": True}
+    ),
+    "AIRFLOW__OPENLINEAGE__NAMESPACE": "runtime-facts-test",
 }
+LINEAGE_LOG = AIRFLOW_HOME / "lineage.jsonl"
 os.environ.update(AIRFLOW_ENV)
 
 DAG_IDS = {

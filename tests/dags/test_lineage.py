@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from runtime_facts.home import Home
 from runtime_facts.subject import SubjectContext
+from tests.dags.conftest import LINEAGE_LOG
 
 
-def test_ingest_run_reports_the_tables_it_writes(
-    home: Home, run_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    events = tmp_path / "lineage.jsonl"
-    transport = {"type": "file", "log_file_path": str(events), "append": True}
-    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps(transport))
-    monkeypatch.setenv("AIRFLOW__OPENLINEAGE__NAMESPACE", "runtime-facts-test")
+def test_ingest_run_reports_the_tables_it_writes(home: Home, run_dag: Any) -> None:
+    seen = LINEAGE_LOG.read_bytes().count(b"\n") if LINEAGE_LOG.exists() else 0
     ctx = SubjectContext("acme", "cg-1", scan_id="s-1")
     home.cas.put("runtime", gzip.compress(b'{"symbolId":"sym:a","hitCount":3}\n', mtime=0), ctx)
 
     run = run_dag("runtime_facts_ingest")
 
     assert str(run.state) == "success"
-    emitted = [json.loads(line) for line in events.read_text().splitlines()]
+    emitted = [json.loads(line) for line in LINEAGE_LOG.read_text().splitlines()[seen:]]
     outputs = {
         (e["job"]["name"].rsplit(".", 1)[-1], d["namespace"], d["name"])
         for e in emitted
