@@ -162,8 +162,9 @@ class Settings(BaseSettings):
     receipts: ReceiptsSettings = ReceiptsSettings()
     serve: ServeSettings = ServeSettings()
     airflow: AirflowSettings = AirflowSettings()
-    schedule: str = "*/5 * * * *"
-    """Cron schedule of the ingest DAG."""
+    # The ingest DAG's fallback cron (`RUNTIME_FACTS__SCHEDULE`) and the home's URI for asset
+    # names are the only values needed when a DAG file is parsed; `runtime_facts.airflow`
+    # reads them from the environment there, so parsing never builds this object.
 
     @classmethod
     def load(cls, home: str | None = None, **overrides: object) -> Settings:
