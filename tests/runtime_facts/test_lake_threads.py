@@ -57,6 +57,7 @@ def run(work):
 
 def allocate():
     kept = [[i] for i in range(10_000)]  # held: each new list counts towards a collection
+    gc.collect()  # and one collection for certain, wherever the threshold left the count
     sys.stderr.write(f"control thread: stack {stack_size()}, {len(kept)} lists\n")
 
 def on_small_python_thread():
