@@ -26,7 +26,11 @@ help: ## Show this help (colours only on a terminal, and not with NO_COLOR)
 $(AIRFLOW_HOME)/airflow.cfg: .venv/.synced
 	@AIRFLOW_HOME="$(AIRFLOW_HOME)" .venv/bin/python -m runtime_facts.airflow_home
 
-setup: .venv/.synced $(AIRFLOW_HOME)/airflow.cfg ## Create the locked environment (.venv from uv.lock) and airflow-home/
+# The native validation kernel, built from source with the system C compiler (transforms/kernel).
+transforms/kernel/_events.so: transforms/kernel/events.c transforms/kernel/build.py .venv/.synced
+	@.venv/bin/python -m transforms.kernel.build >/dev/null
+
+setup: .venv/.synced $(AIRFLOW_HOME)/airflow.cfg transforms/kernel/_events.so ## Create the locked environment (.venv from uv.lock), airflow-home/ and the native kernel
 
 demo: setup ## Stage the bundled fixtures, run the ingest end to end, print what landed
 	@AIRFLOW_HOME="$(AIRFLOW_HOME)" .venv/bin/python -m runtime_facts.demo

@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pa_json
 
+from transforms import kernel
 from transforms.diagnose import Limits, diagnose_lines
 from transforms.errors import Reason
 from transforms.schema import (
@@ -58,20 +59,30 @@ class ValidationResult:
     rejections: pl.DataFrame
     line_count: int
     unknown_fields: dict[str, int]
-    fast_path: bool
+    fast_path: bool  # read whole (the kernel or Arrow), not line by line
+    kernel: bool = False  # read by the native kernel
 
 
-def validate_events(text: bytes, limits: Limits) -> ValidationResult:
+def validate_events(text: bytes, limits: Limits, *, native: bool = True) -> ValidationResult:
     """Validate every line of a decompressed batch.
+
+    A batch in the probes' canonical form, every line valid, is read by the native kernel in
+    one pass (`transforms.kernel`); anything else by the exact path below, which is the
+    reference: the kernel only ever accepts what it accepts, with the same columns.
 
     Args:
         text: the decompressed NDJSON bytes.
         limits: line, depth and number caps.
+        native: try the native kernel first (when built); False runs the exact path only.
 
     Returns:
         The valid events with columns `EVENT_COLUMNS`, one rejection row per bad line
         (`line_number`, `reason_code`, `detail`), the non-blank line count and unknown-field counts.
     """
+    if native and _kernel_applies(limits):
+        events = kernel.validate_canonical(text, limits.max_line_bytes)
+        if isinstance(events, pl.DataFrame):
+            return ValidationResult(events, kernel.no_rejections(), events.height, {}, True, True)
     fast = _parse_fast(text, limits)
     if fast is not None:
         frame, unknown = fast
@@ -90,6 +101,12 @@ def validate_events(text: bytes, limits: Limits) -> ValidationResult:
         events = checked.filter(pl.col("reason_code").is_null()).select(EVENT_COLUMNS)
     line_count = frame.height + (0 if fast_path else early.height)
     return ValidationResult(events, rejections, line_count, unknown, fast_path)
+
+
+def _kernel_applies(limits: Limits) -> bool:
+    """The kernel's form nests objects two deep and writes numbers of at most 19 characters:
+    under tighter caps the exact path alone decides."""
+    return limits.max_nesting_depth >= 2 and limits.max_number_digits >= 20 and kernel.available()
 
 
 def _parse_fast(text: bytes, limits: Limits) -> tuple[pl.DataFrame, dict[str, int]] | None:
@@ -179,12 +196,14 @@ def _metadata_text(dtype: pl.DataType | None) -> pl.Expr:
     """Keys and values of the non-null metadata entries, joined, for the character rule."""
     if not isinstance(dtype, pl.Struct) or not dtype.fields:
         return pl.lit(None, dtype=pl.String)
-    column = pl.col("metadata")
+    # Keys are the probe's: `*` or `^a$` in struct.field would be a wildcard or a regex to
+    # polars (a panic, or other keys' values), so fields are renamed to plain positions first.
+    column = pl.col("metadata").struct.rename_fields([f"f{i}" for i in range(len(dtype.fields))])
     entries = [
-        pl.when(column.struct.field(f.name).is_not_null()).then(
-            pl.lit(f.name) + column.struct.field(f.name).cast(pl.String)
+        pl.when(column.struct.field(f"f{i}").is_not_null()).then(
+            pl.lit(f.name) + column.struct.field(f"f{i}").cast(pl.String)
         )
-        for f in dtype.fields
+        for i, f in enumerate(dtype.fields)
     ]
     return _joined(entries)
 

@@ -152,3 +152,11 @@ def test_a_raw_refused_character_is_refused_like_its_escape(char: str) -> None:
     fast, slow = validate_events(text, Limits()), validate_events(text + b"\n\n", Limits())
     assert fast.rejections.rows() == slow.rejections.rows()
     assert fast.rejections.select("line_number", "reason_code").rows() == [(2, "control_character")]
+
+
+@pytest.mark.parametrize("key", ["*", "^a$", "^.*$", "a|b", "(", "\\"])
+def test_metadata_keys_are_names_not_patterns(key: str) -> None:
+    """A key that polars would read as a wildcard or a regex (it panicked on `*`) is a name."""
+    assert _both_paths({"symbolId": "s", "hitCount": 1, "metadata": {key: "v", "a": "w"}}) == []
+    found = _both_paths({"symbolId": "s", "hitCount": 1, "metadata": {key: "v\x00", "a": "w"}})
+    assert [(n, r) for n, r, _ in found] == [(2, "control_character")]

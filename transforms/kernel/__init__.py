@@ -1,0 +1,171 @@
+"""A native kernel for the canonical form of a batch: validate every line in one pass.
+
+Probes write one form of the JSON (`transforms/kernel/events.c` says which): for a batch in
+that form with every line valid, the kernel fills the event columns directly, several times
+faster than the exact validator (`transforms.validate`). For anything else it declines and the
+exact validator decides, so the kernel can make a batch faster but never change its outcome:
+`tests/transforms/test_kernel.py` compares the two on generated and mutated batches.
+
+The shared library is built from source by `make setup` (`python -m transforms.kernel.build`);
+where it is absent (a wheel installed without a compiler) every batch takes the exact path.
+`RUNTIME_FACTS_KERNEL=off` turns it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from transforms.schema import REJECTION_SCHEMA
+
+LIBRARY = Path(__file__).with_name("_events.so")
+_COLUMNS = ("symbol_id", "code_id", "loader_base", "process_name", "container_id", "evidence_uri")
+# Why the kernel declined (events.c's FB_* codes), for statistics and the fuzz's coverage.
+FALLBACK_CODES = (
+    "none", "empty", "too_many_rows", "line_too_long", "syntax", "key", "duplicate_key",
+    "string", "number", "symbol", "hit_count", "code_id", "loader_base", "timestamp", "order",
+    "process", "metadata", "capacity", "alias",
+)  # fmt: skip
+
+
+class _StrCol(ctypes.Structure):
+    _fields_ = [
+        ("offsets", ctypes.c_void_p),
+        ("data", ctypes.c_void_p),
+        ("valid", ctypes.c_void_p),
+        ("data_cap", ctypes.c_int64),
+    ]
+
+
+class _Out(ctypes.Structure):
+    _fields_ = [
+        ("str", _StrCol * len(_COLUMNS)),
+        ("hit_count", ctypes.c_void_p),
+        ("observed_at", ctypes.c_void_p),
+        ("observed_valid", ctypes.c_void_p),
+        ("row_cap", ctypes.c_int64),
+        ("fallback_code", ctypes.c_int32),
+        ("fallback_line", ctypes.c_int64),
+    ]
+
+
+@dataclass(frozen=True)
+class Declined:
+    """The kernel did not vouch for the batch: why, and at which line (1-based)."""
+
+    reason: str
+    line: int
+
+
+@cache
+def _library() -> ctypes.CDLL | None:
+    if os.environ.get("RUNTIME_FACTS_KERNEL", "on").lower() in {"off", "0", "false", "no"}:
+        return None
+    if not LIBRARY.exists():
+        return None
+    lib = ctypes.CDLL(str(LIBRARY))  # ctypes releases the GIL during the call
+    lib.rf_validate_events.restype = ctypes.c_int64
+    lib.rf_validate_events.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.POINTER(_Out),
+    ]
+    return lib
+
+
+def available() -> bool:
+    """Whether the kernel is built and switched on."""
+    return _library() is not None
+
+
+def validate_canonical(text: bytes, max_line_bytes: int) -> pl.DataFrame | Declined:
+    """The batch's events (`EVENT_COLUMNS`, in line order), or why the kernel declined.
+
+    Args:
+        text: the decompressed NDJSON bytes.
+        max_line_bytes: the line cap (a longer line is declined: the exact path names it).
+
+    Raises:
+        RuntimeError: the kernel is not available (check `available()` first).
+    """
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the native kernel is not built or is switched off")
+    rows = text.count(b"\n") + 1
+    size = len(text)
+    # np.empty: untouched pages cost no memory, so a capacity of the whole batch per column
+    # is only address space.
+    offsets = [np.empty(rows + 1, dtype=np.int64) for _ in _COLUMNS]
+    data = [np.empty(max(size, 1), dtype=np.uint8) for _ in _COLUMNS]
+    valid = [np.empty(rows, dtype=np.uint8) for _ in _COLUMNS]
+    hits = np.empty(rows, dtype=np.int64)
+    observed = np.empty(rows, dtype=np.int64)
+    observed_valid = np.empty(rows, dtype=np.uint8)
+    out = _Out()
+    for i in range(len(_COLUMNS)):
+        out.str[i] = _StrCol(
+            offsets[i].ctypes.data, data[i].ctypes.data, valid[i].ctypes.data, data[i].size
+        )
+    out.hit_count = hits.ctypes.data
+    out.observed_at = observed.ctypes.data
+    out.observed_valid = observed_valid.ctypes.data
+    out.row_cap = rows
+    n = int(lib.rf_validate_events(text, size, max_line_bytes, ctypes.byref(out)))
+    if n < 0:
+        code = out.fallback_code
+        reason = FALLBACK_CODES[code] if 0 <= code < len(FALLBACK_CODES) else str(code)
+        return Declined(reason, int(out.fallback_line))
+    arrays = [_strings(n, offsets[i], data[i], valid[i]) for i in range(len(_COLUMNS))]
+    columns = dict(zip(_COLUMNS, arrays, strict=True))
+    table = pa.table(
+        {
+            "symbol_id": columns["symbol_id"],
+            "code_id": columns["code_id"],
+            "loader_base": columns["loader_base"],
+            "hit_count": pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(hits[:n])]),
+            "observed_at": _nullable(pa.timestamp("us", "UTC"), n, observed, observed_valid),
+            "process_name": columns["process_name"],
+            "container_id": columns["container_id"],
+            "evidence_uri": columns["evidence_uri"],
+        }
+    )
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def no_rejections() -> pl.DataFrame:
+    """The empty rejection frame a batch the kernel accepted has."""
+    return pl.DataFrame(schema=REJECTION_SCHEMA)
+
+
+def _validity(n: int, valid: np.ndarray) -> tuple[pa.Buffer | None, int]:
+    flags = valid[:n].view(np.bool_)
+    nulls = n - int(np.count_nonzero(flags))
+    if nulls == 0:
+        return None, 0
+    return pa.py_buffer(np.packbits(flags, bitorder="little")), nulls
+
+
+def _strings(n: int, offsets: np.ndarray, data: np.ndarray, valid: np.ndarray) -> pa.Array:
+    bitmap, nulls = _validity(n, valid)
+    used = int(offsets[n])
+    return pa.Array.from_buffers(
+        pa.large_string(),
+        n,
+        [bitmap, pa.py_buffer(offsets[: n + 1]), pa.py_buffer(data[:used])],
+        null_count=nulls,
+    )
+
+
+def _nullable(dtype: pa.DataType, n: int, values: np.ndarray, valid: np.ndarray) -> pa.Array:
+    bitmap, nulls = _validity(n, valid)
+    return pa.Array.from_buffers(dtype, n, [bitmap, pa.py_buffer(values[:n])], null_count=nulls)

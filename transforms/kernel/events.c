@@ -1,0 +1,383 @@
+/*
+ * Validate one decompressed batch of runtime events in its canonical form, in one pass.
+ *
+ * The canonical form is what probes write: one JSON object per line, no whitespace between
+ * tokens, keys from the known set at most once each, strings of printable ASCII without
+ * escapes, integers without sign, fraction or exponent (hitCount), timestamps
+ * YYYY-MM-DDTHH:MM:SS[.ffffff]Z. For such a batch, every line valid, this kernel fills the
+ * event columns and returns the row count. For anything else (another form of the same JSON,
+ * or an invalid line) it returns RF_FALLBACK, and the exact validator (Arrow + polars, the
+ * reference) decides and names the reasons. It never accepts what the reference refuses:
+ * tests/transforms/test_kernel.py compares the two on generated and mutated batches, and
+ * runs this file under ASan + UBSan over the hostile corpus.
+ *
+ * Every read is bounds-checked against `end`; every write against the capacities the caller
+ * passes. No allocation, no global state: callers on several threads do not share anything.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define RF_FALLBACK (-1)
+#define RF_MAX_DIGITS 18 /* < INT64_MAX's 19 digits: no overflow possible */
+#define RF_MAX_METADATA 16
+
+/* Output columns: strings as Arrow large_string (offsets + data), one validity byte per row. */
+enum { COL_SYMBOL, COL_CODE, COL_LOADER, COL_PROCESS, COL_CONTAINER, COL_EVIDENCE, RF_STRCOLS };
+
+typedef struct {
+    int64_t *offsets;  /* rows + 1 */
+    uint8_t *data;     /* data_cap bytes */
+    uint8_t *valid;    /* rows */
+    int64_t data_cap;
+} rf_strcol;
+
+typedef struct {
+    rf_strcol str[RF_STRCOLS];
+    int64_t *hit_count;     /* rows */
+    int64_t *observed_at;   /* rows: microseconds since the epoch, UTC */
+    uint8_t *observed_valid;
+    int64_t row_cap;
+    /* why the last call fell back: a small code and the 1-based line (for statistics only) */
+    int32_t fallback_code;
+    int64_t fallback_line;
+} rf_out;
+
+enum {
+    FB_NONE, FB_EMPTY, FB_TOO_MANY_ROWS, FB_LINE_TOO_LONG, FB_SYNTAX, FB_KEY, FB_DUPLICATE_KEY,
+    FB_STRING, FB_NUMBER, FB_SYMBOL, FB_HIT_COUNT, FB_CODE_ID, FB_LOADER_BASE, FB_TIMESTAMP,
+    FB_ORDER, FB_PROCESS, FB_METADATA, FB_CAPACITY, FB_ALIAS
+};
+
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end; /* end of the line (exclusive) */
+} cursor;
+
+typedef struct {
+    const uint8_t *s;
+    int64_t n;
+    int present;
+} span;
+
+enum {
+    F_SYMBOL = 1 << 0, F_HIT = 1 << 1, F_CODE = 1 << 2, F_LOADER = 1 << 3, F_PROCESS = 1 << 4,
+    F_PROCESS_ID = 1 << 5, F_PROCESS_NAME = 1 << 6, F_SOCKET = 1 << 7, F_CONTAINER = 1 << 8,
+    F_EVIDENCE = 1 << 9, F_PURL = 1 << 10, F_BUILD = 1 << 11, F_METADATA = 1 << 12,
+    F_OBSERVED = 1 << 13, F_TIMESTAMP = 1 << 14
+};
+
+static int eat(cursor *c, uint8_t ch) {
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A string of printable ASCII (0x20-0x7E) without a quote or backslash inside. */
+static int read_string(cursor *c, span *out) {
+    if (!eat(c, '"')) return 0;
+    const uint8_t *start = c->p;
+    while (c->p < c->end) {
+        uint8_t ch = *c->p;
+        if (ch == '"') {
+            out->s = start;
+            out->n = c->p - start;
+            out->present = 1;
+            c->p++;
+            return 1;
+        }
+        if (ch < 0x20 || ch > 0x7E || ch == '\\') return 0;
+        c->p++;
+    }
+    return 0;
+}
+
+/* An integer: optional '-' (when allowed), no leading zero, at most RF_MAX_DIGITS digits. */
+static int read_int(cursor *c, int allow_negative, int64_t *value) {
+    int negative = 0;
+    if (allow_negative && eat(c, '-')) negative = 1;
+    const uint8_t *start = c->p;
+    int64_t v = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+        if (c->p - start >= RF_MAX_DIGITS) return 0;
+        v = v * 10 + (*c->p - '0');
+        c->p++;
+    }
+    int64_t digits = c->p - start;
+    if (digits == 0 || (digits > 1 && *start == '0')) return 0;
+    if (negative && v == 0) return 0; /* "-0": valid JSON, but not this kernel's form */
+    *value = negative ? -v : v;
+    /* a fraction or exponent continues the number: not canonical */
+    return !(c->p < c->end && (*c->p == '.' || *c->p == 'e' || *c->p == 'E'));
+}
+
+static int key_is(const span *k, const char *name) {
+    size_t n = strlen(name);
+    return (size_t)k->n == n && memcmp(k->s, name, n) == 0;
+}
+
+static int is_hex(uint8_t ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* ^(0[xX])?[0-9a-fA-F]+$ */
+static int valid_loader_base(const span *v) {
+    int64_t i = 0;
+    if (v->n > 2 && v->s[0] == '0' && (v->s[1] == 'x' || v->s[1] == 'X')) i = 2;
+    if (v->n == 0) return 0;
+    for (; i < v->n; i++)
+        if (!is_hex(v->s[i])) return 0;
+    return 1;
+}
+
+static int digits_at(const uint8_t *s, int n, int *value) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    *value = v;
+    return 1;
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (Howard Hinnant's). */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int days_in_month(int y, int m) {
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)) return 29;
+    return days[m - 1];
+}
+
+/* YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z, year 0001-9999, second 00-59: microseconds since the epoch. */
+static int parse_timestamp(const span *v, int64_t *micros) {
+    const uint8_t *s = v->s;
+    int64_t n = v->n;
+    int year, month, day, hour, minute, second;
+    if (n < 20 || n > 27) return 0;
+    if (s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':') return 0;
+    if (!digits_at(s, 4, &year) || !digits_at(s + 5, 2, &month) || !digits_at(s + 8, 2, &day) ||
+        !digits_at(s + 11, 2, &hour) || !digits_at(s + 14, 2, &minute) ||
+        !digits_at(s + 17, 2, &second))
+        return 0;
+    if (year < 1 || month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) ||
+        hour > 23 || minute > 59 || second > 59)
+        return 0;
+    int64_t fraction = 0;
+    int64_t i = 19;
+    if (s[i] == '.') {
+        i++;
+        int64_t digits = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+            fraction = fraction * 10 + (s[i] - '0');
+            digits++;
+            i++;
+        }
+        if (digits < 1 || digits > 6) return 0;
+        for (; digits < 6; digits++) fraction *= 10;
+    }
+    if (i != n - 1 || s[i] != 'Z') return 0;
+    int64_t days = days_from_civil(year, month, day);
+    *micros = ((days * 24 + hour) * 60 + minute) * 60 * INT64_C(1000000) +
+              (int64_t)second * INT64_C(1000000) + fraction;
+    return 1;
+}
+
+static int has_edge_space(const span *v) {
+    return v->n > 0 && (v->s[0] == ' ' || v->s[v->n - 1] == ' ');
+}
+
+/* {"id":int,"name":string}, either key optional, each at most once. */
+static int read_process(cursor *c, span *name) {
+    if (!eat(c, '{')) return 0;
+    if (eat(c, '}')) return 1;
+    int seen_id = 0, seen_name = 0;
+    for (;;) {
+        span key = {0};
+        if (!read_string(c, &key) || !eat(c, ':')) return 0;
+        if (key_is(&key, "id")) {
+            int64_t ignored;
+            if (seen_id++ || !read_int(c, 1, &ignored)) return 0;
+        } else if (key_is(&key, "name")) {
+            if (seen_name++ || !read_string(c, name)) return 0;
+        } else {
+            return 0;
+        }
+        if (eat(c, '}')) return 1;
+        if (!eat(c, ',')) return 0;
+    }
+}
+
+/* {"key":"value",...}: string values only, keys distinct, at most RF_MAX_METADATA of them. */
+static int read_metadata(cursor *c) {
+    span keys[RF_MAX_METADATA];
+    int count = 0;
+    if (!eat(c, '{')) return 0;
+    if (eat(c, '}')) return 1;
+    for (;;) {
+        span key = {0}, value = {0};
+        if (count == RF_MAX_METADATA || !read_string(c, &key) || !eat(c, ':') ||
+            !read_string(c, &value))
+            return 0;
+        for (int i = 0; i < count; i++)
+            if (keys[i].n == key.n && memcmp(keys[i].s, key.s, (size_t)key.n) == 0) return 0;
+        keys[count++] = key;
+        if (eat(c, '}')) return 1;
+        if (!eat(c, ',')) return 0;
+    }
+}
+
+static int put_string(rf_strcol *col, int64_t row, int64_t *used, const span *v) {
+    col->valid[row] = (uint8_t)v->present;
+    if (v->present) {
+        if (v->n > col->data_cap - *used) return 0;
+        memcpy(col->data + *used, v->s, (size_t)v->n);
+        *used += v->n;
+    }
+    col->offsets[row + 1] = *used;
+    return 1;
+}
+
+typedef struct {
+    span str[RF_STRCOLS];
+    span process_name, observed, timestamp;
+    int64_t hit_count;
+} rf_line;
+
+static int read_line(cursor *c, rf_line *line, int32_t *why) {
+    unsigned seen = 0;
+    memset(line, 0, sizeof *line);
+    *why = FB_SYNTAX;
+    if (!eat(c, '{')) return 0;
+    for (;;) {
+        span key = {0};
+        span ignored = {0};
+        unsigned bit;
+        int ok;
+        if (!read_string(c, &key) || !eat(c, ':')) return 0;
+        switch (key.n) {
+        case 4:
+            if (key_is(&key, "purl")) { bit = F_PURL; ok = read_string(c, &ignored); break; }
+            *why = FB_KEY; return 0;
+        case 6:
+            if (key_is(&key, "codeId")) { bit = F_CODE; ok = read_string(c, &line->str[COL_CODE]); break; }
+            *why = FB_KEY; return 0;
+        case 7:
+            if (key_is(&key, "process")) { bit = F_PROCESS; ok = read_process(c, &line->process_name); *why = FB_PROCESS; break; }
+            if (key_is(&key, "buildId")) { bit = F_BUILD; ok = read_string(c, &ignored); break; }
+            *why = FB_KEY; return 0;
+        case 8:
+            if (key_is(&key, "symbolId")) { bit = F_SYMBOL; ok = read_string(c, &line->str[COL_SYMBOL]); break; }
+            if (key_is(&key, "hitCount")) { bit = F_HIT; ok = read_int(c, 0, &line->hit_count); *why = FB_NUMBER; break; }
+            if (key_is(&key, "metadata")) { bit = F_METADATA; ok = read_metadata(c); *why = FB_METADATA; break; }
+            *why = FB_KEY; return 0;
+        case 9:
+            if (key_is(&key, "processId")) { bit = F_PROCESS_ID; int64_t pid; ok = read_int(c, 1, &pid); *why = FB_NUMBER; break; }
+            if (key_is(&key, "timestamp")) { bit = F_TIMESTAMP; ok = read_string(c, &line->timestamp); break; }
+            *why = FB_KEY; return 0;
+        case 10:
+            if (key_is(&key, "loaderBase")) { bit = F_LOADER; ok = read_string(c, &line->str[COL_LOADER]); break; }
+            if (key_is(&key, "observedAt")) { bit = F_OBSERVED; ok = read_string(c, &line->observed); break; }
+            *why = FB_KEY; return 0;
+        case 11:
+            if (key_is(&key, "processName")) { bit = F_PROCESS_NAME; ok = read_string(c, &line->str[COL_PROCESS]); break; }
+            if (key_is(&key, "containerId")) { bit = F_CONTAINER; ok = read_string(c, &line->str[COL_CONTAINER]); break; }
+            if (key_is(&key, "evidenceUri")) { bit = F_EVIDENCE; ok = read_string(c, &line->str[COL_EVIDENCE]); break; }
+            *why = FB_KEY; return 0;
+        case 13:
+            if (key_is(&key, "socketAddress")) { bit = F_SOCKET; ok = read_string(c, &ignored); break; }
+            *why = FB_KEY; return 0;
+        default:
+            *why = FB_KEY; return 0;
+        }
+        if (!ok) {
+            if (*why == FB_SYNTAX) *why = FB_STRING;
+            return 0;
+        }
+        if (seen & bit) { *why = FB_DUPLICATE_KEY; return 0; }
+        seen |= bit;
+        *why = FB_SYNTAX;
+        if (eat(c, '}')) break;
+        if (!eat(c, ',')) return 0;
+    }
+    if (c->p != c->end) return 0; /* something after the object, a CR included */
+    if (!(seen & F_SYMBOL)) { *why = FB_SYMBOL; return 0; }
+    if (!(seen & F_HIT)) { *why = FB_HIT_COUNT; return 0; }
+    /* Aliases given together: the reference keeps the first of each pair; leave it to it. */
+    if ((seen & F_OBSERVED) && (seen & F_TIMESTAMP)) { *why = FB_ALIAS; return 0; }
+    if (line->process_name.present) {
+        if (line->str[COL_PROCESS].present) { *why = FB_ALIAS; return 0; }
+        line->str[COL_PROCESS] = line->process_name;
+    }
+    if (!line->observed.present) line->observed = line->timestamp;
+    return 1;
+}
+
+/*
+ * buf/len: the decompressed batch. Returns the row count, or RF_FALLBACK (out->fallback_code
+ * and out->fallback_line say where and why).
+ */
+int64_t rf_validate_events(const uint8_t *buf, int64_t len, int64_t max_line_bytes, rf_out *out) {
+    int64_t row = 0;
+    int64_t used[RF_STRCOLS] = {0};
+    int64_t running_max = INT64_MIN;
+    int have_max = 0;
+    const uint8_t *p = buf;
+    const uint8_t *stop = buf + len;
+    out->fallback_code = FB_NONE;
+    out->fallback_line = 0;
+    if (len <= 0) {
+        out->fallback_code = FB_EMPTY;
+        return RF_FALLBACK;
+    }
+    for (int k = 0; k < RF_STRCOLS; k++) out->str[k].offsets[0] = 0;
+    while (p < stop) {
+        const uint8_t *nl = memchr(p, '\n', (size_t)(stop - p));
+        const uint8_t *end = nl ? nl : stop;
+        rf_line line;
+        int32_t why = FB_NONE;
+        cursor c = {p, end};
+        out->fallback_line = row + 1;
+        if (row >= out->row_cap) { why = FB_TOO_MANY_ROWS; goto fallback; }
+        if (end - p > max_line_bytes) { why = FB_LINE_TOO_LONG; goto fallback; }
+        if (!read_line(&c, &line, &why)) goto fallback;
+        {
+            const span *symbol = &line.str[COL_SYMBOL];
+            const span *code = &line.str[COL_CODE];
+            const span *loader = &line.str[COL_LOADER];
+            int64_t micros = 0;
+            if (symbol->n == 0 || has_edge_space(symbol)) { why = FB_SYMBOL; goto fallback; }
+            if (line.hit_count < 1) { why = FB_HIT_COUNT; goto fallback; }
+            if (code->present && (code->n == 0 || has_edge_space(code))) { why = FB_CODE_ID; goto fallback; }
+            if (loader->present && !valid_loader_base(loader)) { why = FB_LOADER_BASE; goto fallback; }
+            if (line.observed.present) {
+                if (!parse_timestamp(&line.observed, &micros)) { why = FB_TIMESTAMP; goto fallback; }
+                if (have_max && micros < running_max) { why = FB_ORDER; goto fallback; }
+                if (!have_max || micros > running_max) running_max = micros;
+                have_max = 1;
+            }
+            for (int k = 0; k < RF_STRCOLS; k++)
+                if (!put_string(&out->str[k], row, &used[k], &line.str[k])) { why = FB_CAPACITY; goto fallback; }
+            out->hit_count[row] = line.hit_count;
+            out->observed_at[row] = micros;
+            out->observed_valid[row] = (uint8_t)line.observed.present;
+        }
+        row++;
+        p = nl ? nl + 1 : stop;
+        continue;
+    fallback:
+        out->fallback_code = why;
+        return RF_FALLBACK;
+    }
+    out->fallback_line = 0;
+    return row;
+}

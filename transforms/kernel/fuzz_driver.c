@@ -1,0 +1,102 @@
+/*
+ * Sanitizer driver: run the kernel over each file named on the command line, with output
+ * buffers sized exactly as the Python caller sizes them (rows = newlines + 1, string data =
+ * batch length), each allocated on its own so ASan sees any write past its end. Prints one
+ * line per file: the row count or the fallback code and line. Exit 0 unless a sanitizer fires.
+ * `--overflow-self-test` provokes a heap overflow, to show the build is instrumented.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RF_STRCOLS 6
+
+typedef struct {
+    int64_t *offsets;
+    uint8_t *data;
+    uint8_t *valid;
+    int64_t data_cap;
+} rf_strcol;
+
+typedef struct {
+    rf_strcol str[RF_STRCOLS];
+    int64_t *hit_count;
+    int64_t *observed_at;
+    uint8_t *observed_valid;
+    int64_t row_cap;
+    int32_t fallback_code;
+    int64_t fallback_line;
+} rf_out;
+
+int64_t rf_validate_events(const uint8_t *buf, int64_t len, int64_t max_line_bytes, rf_out *out);
+
+static uint8_t *read_file(const char *path, int64_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    /* exactly `size` bytes (malloc(0) may be NULL: allocate 1 and report 0) */
+    uint8_t *buf = malloc(size > 0 ? (size_t)size : 1);
+    if (buf && size > 0 && fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *len = size;
+    return buf;
+}
+
+/* The sanitizer's control: a one-byte heap overflow that an instrumented build must report. */
+static int overflow_self_test(const char *size_text) {
+    size_t size = (size_t)strtoull(size_text, NULL, 10); /* unknown at compile time */
+    uint8_t *block = malloc(size);
+    if (!block) return 2;
+    block[size] = 1;
+    free(block);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 2 && strcmp(argv[1], "--overflow-self-test") == 0) return overflow_self_test(argv[2]);
+    int64_t max_line = argc > 1 ? strtoll(argv[1], NULL, 10) : 256 * 1024;
+    for (int i = 2; i < argc; i++) {
+        int64_t len = 0;
+        uint8_t *buf = read_file(argv[i], &len);
+        if (!buf) {
+            fprintf(stderr, "%s: unreadable\n", argv[i]);
+            return 2;
+        }
+        int64_t rows = 1;
+        for (int64_t j = 0; j < len; j++) rows += buf[j] == '\n';
+        rf_out out;
+        memset(&out, 0, sizeof out);
+        for (int k = 0; k < RF_STRCOLS; k++) {
+            out.str[k].offsets = malloc((size_t)(rows + 1) * sizeof(int64_t));
+            out.str[k].data = malloc(len > 0 ? (size_t)len : 1);
+            out.str[k].valid = malloc((size_t)rows);
+            out.str[k].data_cap = len;
+        }
+        out.hit_count = malloc((size_t)rows * sizeof(int64_t));
+        out.observed_at = malloc((size_t)rows * sizeof(int64_t));
+        out.observed_valid = malloc((size_t)rows);
+        out.row_cap = rows;
+        int64_t n = rf_validate_events(buf, len, max_line, &out);
+        if (n >= 0)
+            printf("%s rows %lld\n", argv[i], (long long)n);
+        else
+            printf("%s fallback %d line %lld\n", argv[i], out.fallback_code,
+                   (long long)out.fallback_line);
+        for (int k = 0; k < RF_STRCOLS; k++) {
+            free(out.str[k].offsets);
+            free(out.str[k].data);
+            free(out.str[k].valid);
+        }
+        free(out.hit_count);
+        free(out.observed_at);
+        free(out.observed_valid);
+        free(buf);
+    }
+    return 0;
+}
