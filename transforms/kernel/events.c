@@ -75,23 +75,33 @@ static int eat(cursor *c, uint8_t ch) {
     return 0;
 }
 
+/* Bytes a string may hold as they are: printable ASCII (0x20-0x7E) but the quote and the
+ * backslash. Everything else ends the plain run: the closing quote, or a decline. */
+static const uint8_t PLAIN[256] = {
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    R16(0), R16(0),                                            /* 0x00-0x1F */
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,            /* 0x20-0x2F: '"' */
+    R16(1), R16(1),                                            /* 0x30-0x4F */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,            /* 0x50-0x5F: '\\' */
+    R16(1),                                                    /* 0x60-0x6F */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0,            /* 0x70-0x7F: DEL */
+    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0) /* 0x80-0xFF */
+#undef R16
+};
+
 /* A string of printable ASCII (0x20-0x7E) without a quote or backslash inside. */
 static int read_string(cursor *c, span *out) {
     if (!eat(c, '"')) return 0;
     const uint8_t *start = c->p;
-    while (c->p < c->end) {
-        uint8_t ch = *c->p;
-        if (ch == '"') {
-            out->s = start;
-            out->n = c->p - start;
-            out->present = 1;
-            c->p++;
-            return 1;
-        }
-        if (ch < 0x20 || ch > 0x7E || ch == '\\') return 0;
-        c->p++;
-    }
-    return 0;
+    const uint8_t *q = c->p;
+    const uint8_t *end = c->end;
+    while (q < end && PLAIN[*q]) q++;
+    if (q == end || *q != '"') return 0;
+    out->s = start;
+    out->n = q - start;
+    out->present = 1;
+    c->p = q + 1;
+    return 1;
 }
 
 /* An integer: optional '-' (when allowed), no leading zero, at most RF_MAX_DIGITS digits. */
@@ -309,7 +319,6 @@ static int read_line(cursor *c, rf_line *line, int32_t *why) {
         if (eat(c, '}')) break;
         if (!eat(c, ',')) return 0;
     }
-    if (c->p != c->end) return 0; /* something after the object, a CR included */
     if (!(seen & F_SYMBOL)) { *why = FB_SYMBOL; return 0; }
     if (!(seen & F_HIT)) { *why = FB_HIT_COUNT; return 0; }
     /* Aliases given together: the reference keeps the first of each pair; leave it to it. */
@@ -341,15 +350,17 @@ int64_t rf_validate_events(const uint8_t *buf, int64_t len, int64_t max_line_byt
     }
     for (int k = 0; k < RF_STRCOLS; k++) out->str[k].offsets[0] = 0;
     while (p < stop) {
-        const uint8_t *nl = memchr(p, '\n', (size_t)(stop - p));
-        const uint8_t *end = nl ? nl : stop;
+        /* One pass: the object is read up to the buffer's end (no byte of it may be a raw
+         * newline: strings hold none, and whitespace is not this form), then the line must
+         * end right after it. */
         rf_line line;
         int32_t why = FB_NONE;
-        cursor c = {p, end};
+        cursor c = {p, stop};
         out->fallback_line = row + 1;
         if (row >= out->row_cap) { why = FB_TOO_MANY_ROWS; goto fallback; }
-        if (end - p > max_line_bytes) { why = FB_LINE_TOO_LONG; goto fallback; }
         if (!read_line(&c, &line, &why)) goto fallback;
+        if (c.p < stop && *c.p != '\n') { why = FB_SYNTAX; goto fallback; }
+        if (c.p - p > max_line_bytes) { why = FB_LINE_TOO_LONG; goto fallback; }
         {
             const span *symbol = &line.str[COL_SYMBOL];
             const span *code = &line.str[COL_CODE];
@@ -372,7 +383,7 @@ int64_t rf_validate_events(const uint8_t *buf, int64_t len, int64_t max_line_byt
             out->observed_valid[row] = (uint8_t)line.observed.present;
         }
         row++;
-        p = nl ? nl + 1 : stop;
+        p = c.p < stop ? c.p + 1 : stop;
         continue;
     fallback:
         out->fallback_code = why;
