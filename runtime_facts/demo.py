@@ -8,6 +8,7 @@ run again, it finds nothing new and changes nothing; `make clean` starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import sys
@@ -132,6 +133,10 @@ def main() -> None:
         f"runtime-facts home: {root} (RUNTIME_FACTS_HOME; default ./var)", highlight=False
     )
     console.print(f"Airflow home: {airflow_home} (`make airflow` shows this run)", highlight=False)
+    with contextlib.suppress(ImportError):  # without Airflow, the demo runs the job directly
+        from runtime_facts.demo_airflow import configure
+
+        configure(str(home.root), str(airflow_home))  # before staging starts native threads
     again = home.receipts.count() > 0
     console.rule("[bold]1. stage fixture batches in CAS")
     staged = stage_fixtures(home)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime_facts.airflow_home import DAGS, local_settings, write_airflow_cfg
+from runtime_facts.environment import reserve_airflow_context
 
 DAG_ID = "runtime_facts_ingest"
 TaskReport = Callable[[str, str], None]
@@ -61,7 +62,10 @@ def _task_listener(report: TaskReport | None) -> Iterator[None]:
         manager.pm.unregister(listener)
 
 
-def _configure(home: str, airflow_home: str) -> None:
+def configure(home: str, airflow_home: str) -> None:
+    """Write the environment the in-process DAG run needs. Call it at start-up, before any
+    polars work has started native threads (runtime_facts.environment says why); calling it
+    again with the same folders only replaces values."""
     env = local_settings(airflow_home, dict(os.environ))
     if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != env["AIRFLOW_HOME"]:
         raise RuntimeError(
@@ -69,9 +73,11 @@ def _configure(home: str, airflow_home: str) -> None:
             "run the demo in a fresh process"
         )
     write_airflow_cfg(airflow_home, env)
+    # Start-up: the only place the demo writes the environment (runtime_facts.environment).
     os.environ.update(env)
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     os.environ["RUNTIME_FACTS_HOME"] = str(Path(home).resolve())
+    reserve_airflow_context()  # dag.test() runs the tasks in this process
 
 
 def run_ingest_dag(
@@ -90,7 +96,7 @@ def run_ingest_dag(
     Raises:
         RuntimeError: the run did not succeed (the task states are in the message).
     """
-    _configure(home, airflow_home)
+    configure(home, airflow_home)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Starlette's httpx notice when the test client loads
         from airflow.dag_processing.dagbag import DagBag
