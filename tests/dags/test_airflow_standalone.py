@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -67,6 +68,24 @@ def wait_for(predicate, process: subprocess.Popen[bytes], seconds: float) -> boo
             return False
         time.sleep(1)
     return False
+
+
+def live(procs: list[psutil.Process]) -> dict[psutil.Process, str]:
+    """The processes still running (not exited, not zombies), with their command lines."""
+    out = {}
+    for proc in procs:
+        try:
+            out[proc] = " ".join(proc.cmdline())
+        except psutil.NoSuchProcess:  # ZombieProcess included
+            continue
+    return out
+
+
+def _connections(proc: psutil.Process) -> list[Any]:
+    try:
+        return list(proc.net_connections("tcp"))
+    except psutil.NoSuchProcess:
+        return []
 
 
 def survivors(procs: list[psutil.Process]) -> list[str]:
@@ -240,13 +259,12 @@ def test_make_airflow_from_a_plain_shell_serves_and_stops_every_process(tmp_path
         assert wait_for(lambda: healthy(port), make, STARTUP_SECONDS), "API never answered"
         pid = int((tmp_path / "airflow-home" / "standalone.pid").read_text())
         tree = psutil.Process(make.pid).children(recursive=True)
-        titles = [" ".join(p.cmdline()) for p in tree]
+        running = live(tree)  # a short-lived helper may have exited (or be a zombie) by now
+        titles = list(running.values())
         for name in ("scheduler", "dag-processor", "triggerer", "api_server"):
             assert any(name in t for t in titles), (name, titles)
         assert any("LocalExecutor" in t for t in titles), titles
-        listening = {
-            c.laddr.ip for p in tree for c in p.net_connections("tcp") if c.laddr.port == port
-        }
+        listening = {c.laddr.ip for p in running for c in _connections(p) if c.laddr.port == port}
         assert listening == {"127.0.0.1"}
 
         os.kill(pid, signal.SIGTERM)
