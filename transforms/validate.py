@@ -68,7 +68,7 @@ def validate_events(text: bytes, limits: Limits, *, native: bool = True) -> Vali
 
     A batch in the probes' canonical form, every line valid, is read by the native kernel in
     one pass (`transforms.kernel`); anything else by the exact path below, which is the
-    reference: the kernel only ever accepts what it accepts, with the same columns.
+    reference: the kernel accepts only what the exact path accepts, with the same columns.
 
     Args:
         text: the decompressed NDJSON bytes.
