@@ -27,7 +27,7 @@ $(AIRFLOW_HOME)/airflow.cfg: .venv/.synced
 	@AIRFLOW_HOME="$(AIRFLOW_HOME)" .venv/bin/python -m runtime_facts.airflow_home
 
 # The native validation kernel, built from source with the system C compiler (transforms/kernel).
-transforms/kernel/_events.so: transforms/kernel/events.c transforms/kernel/build.py .venv/.synced
+transforms/kernel/_events.so: transforms/kernel/events.c transforms/kernel/events.h transforms/kernel/build.py .venv/.synced
 	@.venv/bin/python -m transforms.kernel.build >/dev/null
 
 # Bytecode is compiled ahead (the dependencies by uv, the project here): with

@@ -10,26 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RF_STRCOLS 6
-
-typedef struct {
-    int64_t *offsets;
-    uint8_t *data;
-    uint8_t *valid;
-    int64_t data_cap;
-} rf_strcol;
-
-typedef struct {
-    rf_strcol str[RF_STRCOLS];
-    int64_t *hit_count;
-    int64_t *observed_at;
-    uint8_t *observed_valid;
-    int64_t row_cap;
-    int32_t fallback_code;
-    int64_t fallback_line;
-} rf_out;
-
-int64_t rf_validate_events(const uint8_t *buf, int64_t len, int64_t max_line_bytes, rf_out *out);
+#include "events.h"
 
 static uint8_t *read_file(const char *path, int64_t *len) {
     FILE *f = fopen(path, "rb");
