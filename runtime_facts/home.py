@@ -113,7 +113,7 @@ class Home:
 
     def ensure_lake(self) -> Lake:
         """The lake, with every table created (under the home lock: creation must not race)."""
-        if not self.lake.exists():
+        if not self.lake.complete():
             with self.commit_lock():
                 self.lake.ensure()
         return self.lake

@@ -88,6 +88,17 @@ def _canonical_chunks(frame: pl.DataFrame, exclude: tuple[str, ...]) -> list[mem
     return out
 
 
+def canonical_lines(frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()) -> list[bytes]:
+    """Each row's canonical line (as in `canonical_rows`, without its newline), in the
+    frame's own row order: for digests that do not depend on the order (`transforms.lthash`)."""
+    columns = sorted(c for c in frame.columns if c not in exclude)
+    if frame.is_empty() or not columns:
+        return []
+    rendered = _render_timestamps(frame.select(columns))
+    lines = rendered.select(pl.struct(columns).struct.json_encode()).to_series()
+    return [line.encode() for line in lines.to_list()]
+
+
 def canonical_rows_reference(frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()) -> bytes:
     """Row-by-row orjson rendering of the canonical form: the specification of the fast one."""
     rendered, _ = _rendered(frame, exclude)

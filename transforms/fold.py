@@ -113,8 +113,38 @@ def fold_summary(current: pl.DataFrame, incoming: pl.DataFrame, now: datetime) -
     every other current row is kept as it is. The cost follows the subject's row count
     through one anti-join and a sort of already sorted rows, not a full re-aggregation.
     """
+    base = _cumulative(current)
+    kept = base.join(incoming.select(FACT_KEY), on=FACT_KEY, how="anti", nulls_equal=True)
+    merged = pl.concat([kept, _added(base, incoming, now)])
+    return _sorted_by_key(
+        merged.select([pl.col(name).cast(dtype) for name, dtype in FACT_SCHEMA.items()])
+    )
+
+
+def fold_touched(current: pl.DataFrame, incoming: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """The new rows of the keys in `incoming` only (what `fold_summary` changes), sorted.
+
+    Args:
+        current: the current `runtime_facts` rows of at least those keys (other rows are
+            ignored).
+        incoming: per-key summary of the batch rows to add (`summarize_batch_rows`).
+        now: stamped as `updated_at`.
+
+    Raises:
+        TransformError: `hit_count_overflow` when a cumulative sum would pass 2^63-1.
+    """
+    touched = _added(_cumulative(current), incoming, now)
+    return _sorted_by_key(
+        touched.select([pl.col(name).cast(dtype) for name, dtype in FACT_SCHEMA.items()])
+    )
+
+
+def _cumulative(current: pl.DataFrame) -> pl.DataFrame:
     sums = [pl.col(c).cast(pl.Int128) for c in _SUMS]
-    base = current.select(*FACT_KEY, *sums, "first_observed_at", "last_observed_at", "updated_at")
+    return current.select(*FACT_KEY, *sums, "first_observed_at", "last_observed_at", "updated_at")
+
+
+def _added(base: pl.DataFrame, incoming: pl.DataFrame, now: datetime) -> pl.DataFrame:
     touched = incoming.join(base, on=FACT_KEY, how="left", nulls_equal=True, suffix="_old").select(
         *FACT_KEY,
         *((pl.col(c) + pl.col(f"{c}_old").fill_null(0)).alias(c) for c in _SUMS),
@@ -131,11 +161,7 @@ def fold_summary(current: pl.DataFrame, incoming: pl.DataFrame, now: datetime) -
             Reason.HIT_COUNT_OVERFLOW,
             f"cumulative hitCount of {row['symbol_id']!r} in {row['subject_key']} passes 2^63-1",
         )
-    kept = base.join(incoming.select(FACT_KEY), on=FACT_KEY, how="anti", nulls_equal=True)
-    merged = pl.concat([kept, touched])
-    return _sorted_by_key(
-        merged.select([pl.col(name).cast(dtype) for name, dtype in FACT_SCHEMA.items()])
-    )
+    return touched
 
 
 def _sorted_by_key(frame: pl.DataFrame) -> pl.DataFrame:

@@ -14,7 +14,7 @@ import polars as pl
 from transforms.lattice import REACHABLE_STATES, UNREACHABLE_STATES, State, join_expr
 from transforms.reachability import STATIC_REACHABILITY_SCHEMA
 
-__all__ = ["SCORE_SCHEMA", "ScoreParams", "score_symbols"]
+__all__ = ["SCORE_SCHEMA", "ScoreParams", "score_symbols", "window_complete"]
 
 SCORE_SCHEMA: Final = pl.Schema(
     {
@@ -146,8 +146,22 @@ def _combined(static: pl.DataFrame | None, runtime: pl.DataFrame) -> pl.DataFram
     return collapsed.filter(~second_of_pair)
 
 
+def window_complete(
+    first_observed_at: pl.Series, last_observed_at: pl.Series, params: ScoreParams
+) -> bool:
+    """Whether a subject's runtime observations span the minimum window (from the subject's
+    first and last observation times, e.g. of all its fact rows)."""
+    runtime = pl.DataFrame({"first_observed_at": first_observed_at,
+                            "last_observed_at": last_observed_at})  # fmt: skip
+    return _window_complete(runtime, params)
+
+
 def score_symbols(
-    static: pl.DataFrame | None, runtime: pl.DataFrame, params: ScoreParams
+    static: pl.DataFrame | None,
+    runtime: pl.DataFrame,
+    params: ScoreParams,
+    *,
+    window: bool | None = None,
 ) -> pl.DataFrame:
     """Join static and runtime evidence into a lattice state and a score per symbol.
 
@@ -157,6 +171,8 @@ def score_symbols(
         runtime: One row per symbol: ``symbol_id``, ``runtime_hit_count`` (Int64),
             ``first_observed_at`` and ``last_observed_at`` (Datetime UTC, nullable).
         params: Weights, confidences and the observation window rule.
+        window: whether the subject's observation window is complete, when ``runtime``
+            holds only some of its symbols (default: decided from ``runtime``).
 
     Returns:
         Columns ``symbol_id, state, bucket, confidence, weight, score,
@@ -166,7 +182,7 @@ def score_symbols(
     Raises:
         ValueError: ``runtime`` holds a ``symbol_id`` more than once.
     """
-    window_complete = _window_complete(runtime, params)
+    complete = _window_complete(runtime, params) if window is None else window
     in_graph = pl.col("reachable").is_not_null()
     hit_count = pl.col("runtime_hit_count").fill_null(0)
     observed = hit_count > 0
@@ -181,7 +197,7 @@ def score_symbols(
     runtime_state = (
         pl.when(observed)
         .then(pl.lit(State.RO.value))
-        .when(in_graph & pl.lit(window_complete))
+        .when(in_graph & pl.lit(complete))
         .then(pl.lit(State.RU.value))
         .otherwise(pl.lit(State.U.value))
     )

@@ -100,9 +100,11 @@ RETENTION = """
   references them, or they were never ingested.
 * Every deletion is first recorded in the hash-chained `<home>/receipts/retention.log`;
   Delta tables are vacuumed with their own retention window (7 days), never less.
-* Then every table is **compacted** (small files merged, logs checkpointed, vacuum within the
-  7-day window): this keeps ingest cost flat as the tables grow. It changes no row, so it also
-  runs after dry runs (`runtime-facts compact` does the same by hand).
+* Then every table is **compacted**: the recent changes of `runtime_facts` and
+  `reachability_states` are merged into their base tables (what a reader sees does not change),
+  small files are merged, logs checkpointed, vacuum within the 7-day window. This keeps ingest
+  cost flat as the tables grow. It changes no row a reader sees, so it also runs after dry
+  runs (`runtime-facts compact` does the same by hand).
 
 **Scheduled runs are dry runs** (`dry_run` defaults to true): each day's XCom
 `return_value` lists exactly what a real run would delete. To delete, trigger with

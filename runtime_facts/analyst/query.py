@@ -30,7 +30,16 @@ from deltalake import DeltaTable
 from runtime_facts.config import Settings
 from runtime_facts.errors import NotFoundError, Reason, UsageError
 from runtime_facts.home import Home
-from runtime_facts.stores.lake import TABLES, Lake, scan_table, sql_literal
+from runtime_facts.stores.lake import (
+    ALL_TABLES,
+    MERGED_KEYS,
+    TABLES,
+    Lake,
+    merged_scan,
+    recent_name,
+    scan_table,
+    sql_literal,
+)
 from runtime_facts.subject import validate_tenant
 from transforms.duck import offline_connection
 
@@ -81,7 +90,7 @@ def parse_as_of(value: AsOf) -> int | datetime | None:
 
 def open_table(lake: Lake, name: str, as_of: AsOf = None) -> DeltaTable:
     """One Delta table at its current version or as of a version / timestamp."""
-    if name not in TABLES:
+    if name not in ALL_TABLES:
         raise UsageError(
             UNKNOWN_TABLE, f"no table {name!r}", hint=f"tables are: {', '.join(VIEWS)}"
         )
@@ -112,6 +121,48 @@ def open_table(lake: Lake, name: str, as_of: AsOf = None) -> DeltaTable:
     if isinstance(pinned, datetime) and table.version() == 0:
         _check_not_before_first(table, name, pinned)
     return table
+
+
+def open_view(lake: Lake, name: str, as_of: AsOf = None) -> tuple[DeltaTable, DeltaTable | None]:
+    """What one view reads: the table, or for a merged table (`MERGED_KEYS`) its base and its
+    recent changes, at their current versions or as of a version / timestamp.
+
+    A merged table's version number is its recent table's (each fold and re-score commits
+    one); its base is read as it was when that version was committed. A timestamp pins both.
+    """
+    pinned = parse_as_of(as_of)
+    if name not in MERGED_KEYS:
+        return open_table(lake, name, pinned), None
+    open_table(lake, name)  # the base must exist: a clear error when nothing was ingested
+    path = lake.path(recent_name(name))
+    if not DeltaTable.is_deltatable(path, storage_options=lake.storage_options):
+        return open_table(lake, name, pinned), None  # a home from before recent tables
+    if isinstance(pinned, datetime):
+        try:
+            recent: DeltaTable | None = open_table(lake, recent_name(name), pinned)
+        except NotFoundError:  # the recent table was created after that time
+            recent = None
+        return open_table(lake, name, pinned), recent
+    if pinned is not None:
+        current = DeltaTable(path, storage_options=lake.storage_options).version()
+        if pinned > current:
+            raise NotFoundError(
+                VERSION_NOT_FOUND,
+                f"{name} has no version {pinned} (its current version is {current})",
+                hint="versions are per table; pass a timestamp to read every table as of one time",
+            )
+    try:
+        return lake.merged_tables(name, pinned)
+    except Exception as exc:  # deltalake raises its own error types for pruned logs
+        raise NotFoundError(
+            VERSION_NOT_FOUND, f"{name} cannot be read as of {as_of}: {exc}"
+        ) from exc
+
+
+def view_version(tables: tuple[DeltaTable, DeltaTable | None]) -> int:
+    """The version a view reads: its recent table's for a merged table."""
+    base, recent = tables
+    return (recent or base).version()
 
 
 def _check_not_before_first(table: DeltaTable, name: str, pinned: datetime) -> None:
@@ -225,13 +276,14 @@ def connect(
     try:
         con.execute("SET TimeZone = 'UTC'")  # dates and timestamps print and bucket in UTC
         for name in names:
-            table = open_table(lake, name, pinned)
-            versions[name] = table.version()
-            dataset = arrow_dataset(table, tenant)
-            source = f"__delta_{name}"
-            con.register(source, dataset)
+            opened = open_view(lake, name, pinned)
+            versions[name] = view_version(opened)
             where = "" if tenant is None else f" WHERE tenant = {sql_literal(tenant)}"
-            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "{source}"{where}')
+            base, recent = opened
+            con.register(f"__delta_{name}", arrow_dataset(base, tenant))
+            if recent is not None:
+                con.register(f"__delta_{name}_recent", arrow_dataset(recent, tenant))
+            con.execute(f'CREATE VIEW "{name}" AS {view_sql(name, recent is not None, where)}')
         if tenant is not None:
             for statement in _LOCKDOWN:
                 con.execute(statement)
@@ -239,6 +291,28 @@ def connect(
         con.close()
         raise
     return FactsConnection(con, tenant, versions)
+
+
+def view_sql(name: str, merged: bool, where: str) -> str:
+    """A view's SELECT: the table's rows, or for a merged table the base rows of keys without
+    recent rows and each recent key's latest row (the SQL form of `merged_scan`)."""
+    source = f'"__delta_{name}"'
+    if not merged:
+        return f"SELECT * FROM {source}{where}"
+    columns = ", ".join(f'"{c}"' for c in TABLES[name])
+    keys = MERGED_KEYS[name]
+    partition = ", ".join(f'"{k}"' for k in keys)
+    same = " AND ".join(f'r."{k}" IS NOT DISTINCT FROM b."{k}"' for k in keys)
+    latest = (
+        f'(SELECT * FROM "__delta_{name}_recent"{where} '
+        f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY _seq DESC) = 1)"
+    )
+    return (
+        f"WITH latest AS {latest} "
+        f"SELECT {columns} FROM (SELECT * FROM {source}{where}) b "
+        f"WHERE NOT EXISTS (SELECT 1 FROM latest r WHERE {same}) "
+        f"UNION ALL SELECT {columns} FROM latest WHERE NOT _removed"
+    )
 
 
 def arrow_dataset(table: DeltaTable, tenant: str | None = None) -> ds.Dataset:
@@ -310,7 +384,14 @@ def read_table(
     if tenant is not None:
         validate_tenant(tenant)
     lake = _lake(home)
-    return scan_table(open_table(lake, name, version), tenant, lake.storage_options)
+    if name not in TABLES:
+        raise UsageError(
+            UNKNOWN_TABLE, f"no table {name!r}", hint=f"tables are: {', '.join(VIEWS)}"
+        )
+    base, recent = open_view(lake, name, version)
+    if name in MERGED_KEYS:
+        return merged_scan(name, base, recent, tenant, lake.storage_options)
+    return scan_table(base, tenant, lake.storage_options)
 
 
 def table_versions(home: Home | Lake | str | None) -> dict[str, Any]:
@@ -318,9 +399,6 @@ def table_versions(home: Home | Lake | str | None) -> dict[str, Any]:
     lake = _lake(home)
     out: dict[str, Any] = {}
     for name in VIEWS:
-        path = lake.path(name)
-        exists = DeltaTable.is_deltatable(path, storage_options=lake.storage_options)
-        out[name] = (
-            DeltaTable(path, storage_options=lake.storage_options).version() if exists else None
-        )
+        exists = DeltaTable.is_deltatable(lake.path(name), storage_options=lake.storage_options)
+        out[name] = lake.version(name) if exists else None
     return out

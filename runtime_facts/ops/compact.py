@@ -1,10 +1,13 @@
 """Compaction: merge small files, checkpoint the logs, vacuum what no reader can still need.
 
-Every ingest appends at least one small file per commit group to the append-only tables and
-one log entry per commit; left alone, reads and log replays slow down with history. Compaction
-rewrites files without changing data (`dataChange=false`), so the fold's change-data-feed
-position and every reader at an older version stay valid. Vacuum never goes below Delta's
-retention window (7 days by default): time travel and lagging readers keep working.
+First the recent rows of `runtime_facts` and `reachability_states` are merged into their base
+tables (`Lake.merge_recent`), so readers of the Delta folders alone (Spark, Trino) are at most
+one compaction behind. Every ingest appends at least one small file per commit group to the
+append-only tables and one log entry per commit; left alone, reads and log replays slow down
+with history. Compaction then rewrites files without changing data (`dataChange=false`), so
+the fold's change-data-feed position and every reader at an older version stay valid. Vacuum
+never goes below Delta's retention window (7 days by default): time travel and lagging readers
+keep working.
 
 The tables rewritten per subject (`runtime_facts`, `reachability_states`) are not merged
 blindly: a plain bin-packing would put many subjects in one file, and every later fold or
@@ -24,7 +27,13 @@ from deltalake import DeltaTable
 
 from runtime_facts.home import Home
 from runtime_facts.stores import lake as lake_tables
-from runtime_facts.stores.lake import SUBJECT_TABLES, TABLES, file_actions
+from runtime_facts.stores.lake import (
+    ALL_TABLES,
+    MERGED_KEYS,
+    SUBJECT_TABLES,
+    file_actions,
+    recent_name,
+)
 
 MIN_VACUUM_HOURS = 168
 
@@ -34,6 +43,8 @@ class CompactReport:
     """Per table: files before/after compaction, vacuumed files, new version."""
 
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    merged: dict[str, int] = field(default_factory=dict)
+    """Per merged table: the recent rows folded into its base."""
 
 
 def unclustered_tenants(table: DeltaTable) -> list[str]:
@@ -85,7 +96,12 @@ def compact(
     home.ensure_lake()
     hours = max(retention_hours, MIN_VACUUM_HOURS)
     with home.commit_lock():
-        for name in TABLES:
+        for name in MERGED_KEYS:
+            merged = 0
+            for tenant in home.lake.tenants_of(recent_name(name)):
+                merged += home.lake.merge_recent(name, tenant)
+            report.merged[name] = merged
+        for name in ALL_TABLES:
             table = home.lake.table(name)
             before = len(table.file_uris())
             if name in SUBJECT_TABLES:

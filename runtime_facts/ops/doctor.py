@@ -29,7 +29,7 @@ from runtime_facts.home import RECEIPTS_LOG, Home
 from runtime_facts.ops.lake_audit import audit_lake
 from runtime_facts.pipeline.publish import METRICS_KEY
 from runtime_facts.stores.cas import Kind, cas_uri
-from runtime_facts.stores.lake import TABLES
+from runtime_facts.stores.lake import MERGED_KEYS, TABLES, Lake, recent_name
 from runtime_facts.stores.receipts import verify_log
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -130,6 +130,23 @@ def check_cas(home: Home, sample: int, seed: int) -> Check:
     )
 
 
+def _merged_counts(lake: Lake, name: str) -> dict[str, int]:
+    """A merged table's version, files and rows as readers see them (base and recent)."""
+    path = lake.path(recent_name(name))
+    if not DeltaTable.is_deltatable(path, storage_options=lake.storage_options):
+        return {"recent_files": 0, "recent_rows": 0}  # a home from before recent tables
+    recent = lake.table(recent_name(name))
+    adds = pl.DataFrame(recent.get_add_actions(flatten=True))
+    pending = adds.get_column("num_records").sum() if "num_records" in adds.columns else 0
+    merged = lake.scan(name).select(pl.len()).collect().item()
+    return {
+        "version": lake.version(name),
+        "recent_files": adds.height,
+        "recent_rows": int(pending or 0),
+        "rows": int(merged),
+    }
+
+
 def check_lake(home: Home) -> Check:
     """Every table is a Delta table; its version, file count and row count (from the log)."""
     lake = home.lake
@@ -150,6 +167,8 @@ def check_lake(home: Home) -> Check:
                 "files": adds.height,
                 "rows": int(rows or 0),
             }
+            if name in MERGED_KEYS:
+                tables[name].update(_merged_counts(lake, name))
         except Exception as exc:  # a corrupt log is exactly what this check is for
             broken.append(f"{name}: {exc}")
             tables[name] = {"error": str(exc)}

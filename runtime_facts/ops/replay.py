@@ -6,13 +6,17 @@ digests of the resulting rows. `replay` copies the cited objects from CAS alone 
 home, stages the graph and ingests the batches with the normal pipeline (which folds and
 recomputes states) on a fixed clock, and compares digests.
 
-Digests are `transforms.canonical.digest_rows` of the subject's rows (rows sorted, one JSON
-object per line with sorted keys, timestamps ISO-8601 UTC with `Z`), leaving out the columns
-that are the same on every row of a subject (`tenant`, `callgraph_id`, `subject_key`) and those
-that record when or how often the home did the work rather than what it derived
+`factsDigest` is `transforms.canonical.digest_rows` of the subject's rows (rows sorted, one
+JSON object per line with sorted keys, timestamps ISO-8601 UTC with `Z`); `statesDigest` is
+the order-independent `transforms.lthash` digest of the same canonical rows (`lthash16:…`),
+the digest the re-score keeps up to date row by row. Both leave out the columns that are the
+same on every row of a subject (`tenant`, `callgraph_id`, `subject_key`) and those that record
+when or how often the home did the work rather than what it derived
 (`runtime_facts.updated_at`; `reachability_states.computed_at` and `fact_version`). So
 `statesDigest` equals the `digest` of the subject's latest `signals.fact.updated.v1` event.
-No rows is the empty document: `sha256:e3b0c442…b855`.
+No rows is the empty document: `sha256:e3b0c442…b855`, and the zero state for `lthash16`.
+A manifest recorded before states digests were LtHash digests has a `sha256:` statesDigest;
+replay re-derives that one with `digest_rows`, so old manifests still replay.
 
 The section also records the validation limits the home used (`limits`: the `ingest`
 settings that decide whether a line or batch is accepted, such as `max_line_bytes`), and
@@ -45,6 +49,7 @@ from runtime_facts.stores.cas import Kind, cas_uri, parse_cas_uri
 from runtime_facts.stores.graphs import current_graph_sha, stage_graph
 from runtime_facts.subject import SubjectContext, parse_subject_key, validate_tenant
 from runtime_facts.trusted_json import load_trusted
+from transforms import lthash
 from transforms.canonical import digest_rows
 from transforms.schema import SUBJECT
 
@@ -55,6 +60,7 @@ FACTS_EXCLUDE = (*SUBJECT, "updated_at")
 STATES_EXCLUDE = (*SUBJECT, *STATE_DIGEST_EXCLUDE)
 HELD = ("replay", "held")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_STATES_DIGEST_RE = re.compile(r"^(sha256|lthash16):[0-9a-f]{64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # The ingest settings that decide what a batch's facts are (policy flags are per run).
 LIMITS = (
@@ -83,11 +89,16 @@ def facts_digest(home: Home, tenant: str, callgraph_id: str, subject_key: str) -
     return digest_rows(rows, exclude=FACTS_EXCLUDE) if rows.height else EMPTY_DIGEST
 
 
-def states_digest(home: Home, tenant: str, callgraph_id: str, subject_key: str) -> str:
-    """Digest of the subject's `reachability_states` rows (see the module docstring)."""
+def states_digest(
+    home: Home, tenant: str, callgraph_id: str, subject_key: str, *, kind: str = lthash.PREFIX
+) -> str:
+    """Digest of the subject's `reachability_states` rows (see the module docstring), as
+    `lthash16:` (the default) or as the `sha256:` of older manifests."""
     if not home.lake.exists():
-        return EMPTY_DIGEST
+        return lthash.digest(lthash.empty()) if kind == lthash.PREFIX else EMPTY_DIGEST
     rows = _subject_rows(home, "reachability_states", tenant, callgraph_id, subject_key)
+    if kind == lthash.PREFIX:
+        return lthash.digest(lthash.of(rows, exclude=STATES_EXCLUDE))
     return digest_rows(rows, exclude=STATES_EXCLUDE) if rows.height else EMPTY_DIGEST
 
 
@@ -301,9 +312,12 @@ def load_manifest(path: Path, section: str = "reachability") -> ReplayManifest:
         raise _invalid(path, exc.message) from exc
     if key is not None and key != ctx.subject_key:
         raise _invalid(path, f"subjectKey {key!r} does not match subject {doc.get('subject')}")
-    for name in ("factsDigest", "statesDigest"):
-        if not isinstance(body.get(name), str) or not _DIGEST_RE.fullmatch(body[name]):
-            raise _invalid(path, f"{section}.{name} must be 'sha256:' + 64 hex digits")
+    for name, pattern, form in (
+        ("factsDigest", _DIGEST_RE, "'sha256:'"),
+        ("statesDigest", _STATES_DIGEST_RE, "'lthash16:' or 'sha256:'"),
+    ):
+        if not isinstance(body.get(name), str) or not pattern.fullmatch(body[name]):
+            raise _invalid(path, f"{section}.{name} must be {form} + 64 hex digits")
     return ReplayManifest(
         doc=doc,
         context=ctx,
@@ -420,9 +434,12 @@ def replay(
         # batch has no bad line to quarantine.
         summary = ingest(target, manifest.runtime, allow_partial=True, sealed=False, clock=clock)
         recompute(target, ctx.tenant, ctx.callgraph_id, ctx.subject_key, FIXED_CLOCK)
+        recorded_kind = str(body["statesDigest"]).split(":", 1)[0] + ":"
         replayed = {
             "factsDigest": facts_digest(target, ctx.tenant, ctx.callgraph_id, ctx.subject_key),
-            "statesDigest": states_digest(target, ctx.tenant, ctx.callgraph_id, ctx.subject_key),
+            "statesDigest": states_digest(
+                target, ctx.tenant, ctx.callgraph_id, ctx.subject_key, kind=recorded_kind
+            ),
         }
     recorded = {k: str(body[k]) for k in ("factsDigest", "statesDigest")}
     return ReplayReport(

@@ -41,13 +41,14 @@ from runtime_facts import __version__
 from runtime_facts.errors import NotFoundError, RejectedError
 from runtime_facts.home import Home
 from runtime_facts.pipeline.fold import unfolded_from
+from runtime_facts.pipeline.score import forget_score_states
 from runtime_facts.stores.cas import Kind, cas_uri
 from runtime_facts.stores.graphs import (
     current_graph_sha,
     forget_compiled_graph,
     forget_current_graph,
 )
-from runtime_facts.stores.lake import TABLES
+from runtime_facts.stores.lake import ALL_TABLES, TABLES, recent_name
 from runtime_facts.stores.receipts import ObjectReceiptLog, ReceiptLog, canonical_json
 from runtime_facts.trusted_json import load_trusted
 from transforms.schema import FACT_KEY
@@ -140,6 +141,14 @@ def _run(home: Home, now: datetime, *, dry_run: bool) -> RetentionReport:
     if not dry_run and (report.expired_facts or report.cas_deleted):
         _record(home, report)
         if report.expired_facts:
+            # Their states are left to the next re-score, which must then be a full one.
+            forget_score_states(
+                home,
+                [
+                    (r["tenant"], r["callgraph_id"], r["subject_key"])
+                    for r in report.expired_facts_by_subject
+                ],
+            )
             _delete_facts(home, facts_cutoff, report.expired_facts)
         for item in report.cas_deleted:
             if "/graphs/" in item["cas_uri"]:
@@ -148,7 +157,7 @@ def _run(home: Home, now: datetime, *, dry_run: bool) -> RetentionReport:
                 home.cas.delete("runtime", item["sha256"])
     if has_lake:
         report.facts_version = home.lake.version("runtime_facts")
-        for name in TABLES:
+        for name in ALL_TABLES:
             # Default retention window of the table, enforced: never vacuum below it.
             files = home.lake.table(name).vacuum(dry_run=dry_run, enforce_retention_duration=True)
             report.vacuumed_files[name] = len(files)
@@ -175,6 +184,10 @@ def _delete_facts(home: Home, cutoff: datetime, expected: int) -> None:
     predicate = (
         f"last_observed_at < '{stamp}' OR (last_observed_at IS NULL AND updated_at < '{stamp}')"
     )
+    # The delete runs on the base table: merge the recent rows into it first (the home lock is
+    # held), or a recent row would bring an expired key back.
+    for tenant in home.lake.tenants_of(recent_name("runtime_facts")):
+        home.lake.merge_recent("runtime_facts", tenant)
     metrics = home.lake.table("runtime_facts").delete(predicate)
     deleted = int(metrics.get("num_deleted_rows", expected))
     if deleted != expected:  # the lock is held, so this means the predicate disagrees with us

@@ -2,12 +2,12 @@
 
 A tenant's fold reads exactly the batch rows committed since its last fold (the change data
 feed of `runtime_fact_batches`, pruned to the tenant's partition and streamed through a
-DuckDB aggregation), joins the per-key sums to the current rows of the touched subjects and
-replaces those subjects in one commit stamped with a Delta app transaction
-(`runtime-facts.fold/<tenant>` = the batch-table version folded through): a fold is never
-applied twice, and two tenants fold at the same time. The subjects it touched are recorded
-(`state/recompute-pending/<tenant>.json`) before the fold commits, so a crash between fold and
-re-score loses no re-score.
+DuckDB aggregation), joins the per-key sums to the current rows of those keys and appends the
+new cumulative rows of exactly those keys (`Lake.upsert`: the cost follows the batch, not the
+subject) in one commit stamped with a Delta app transaction (`runtime-facts.fold/<tenant>` =
+the batch-table version folded through): a fold is never applied twice, and two tenants fold
+at the same time. The subjects it touched are recorded (`state/recompute-pending/<tenant>.json`)
+before the fold commits, so a crash between fold and re-score loses no re-score.
 """
 
 from __future__ import annotations
@@ -22,13 +22,17 @@ from runtime_facts.home import Home
 from runtime_facts.pipeline.ledger import repair, sync_receipts
 from runtime_facts.stores.lake import sql_literal
 from runtime_facts.stores.s3 import Fence
-from transforms.fold import SUMMARY_COLUMNS, fold_summary, summarize_batch_stream
+from transforms.fold import SUMMARY_COLUMNS, fold_touched, summarize_batch_stream
 from transforms.schema import SUBJECT
 
 FOLD_APP = "runtime-facts.fold"
 """Per tenant: `runtime-facts.fold/<tenant>`. The bare id is the whole-home fold of homes
 written before folds were per tenant; it still counts as every tenant's starting point."""
 _PENDING = "state/recompute-pending"
+BACKSTOP = 4
+"""A fold merges the recent facts itself only past this many times the merge threshold: the
+re-score merges them (so that its score states stay current), and this bounds the recent rows
+when re-scores do not follow folds."""
 Subject = tuple[str, str, str]
 
 
@@ -99,15 +103,16 @@ def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldRes
         (str(t), str(c), str(s)) for t, c, s in summary.select(SUBJECT).unique().iter_rows()
     )
     keys = sorted({s for _, _, s in triples})
-    current = lake.read("runtime_facts", tenant=tenant, where=pl.col("subject_key").is_in(keys))
-    folded = fold_summary(current, summary, now)
-    in_list = ", ".join(sql_literal(k) for k in keys)
-    predicate = f"tenant = {sql_literal(tenant)} AND subject_key IN ({in_list})"
+    symbols = summary.get_column("symbol_id").unique().implode()
+    where = pl.col("subject_key").is_in(keys) & pl.col("symbol_id").is_in(symbols)
+    current = lake.read("runtime_facts", tenant=tenant, where=where)  # the touched keys' rows
+    folded = fold_touched(current, summary, now)
     write_pending(home, tenant, {**pending_recompute(home, tenant), **dict.fromkeys(triples, head)})
     fence.check()
-    result.facts_version = lake.replace_where(
-        "runtime_facts", folded, predicate, txn=(fold_app(tenant), head)
-    )
+    result.facts_version = lake.upsert("runtime_facts", folded, head, txn=(fold_app(tenant), head))
+    if lake.merge_due("runtime_facts", tenant, factor=BACKSTOP):
+        fence.check()  # normally merged after the re-score (`merge_after_rescore`)
+        lake.merge_recent("runtime_facts", tenant)
     result.subjects = triples
     result.folded_batches = stream.batches
     result.folded_rows = stream.rows
@@ -115,10 +120,19 @@ def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldRes
 
 
 def folded_through(home: Home, tenant: str) -> int | None:
-    """The batch-table version a tenant's facts are folded through (None: never folded)."""
-    facts = home.lake.table("runtime_facts")
-    done = facts.transaction_version(fold_app(tenant))
-    return facts.transaction_version(FOLD_APP) if done is None else done
+    """The batch-table version a tenant's facts are folded through (None: never folded).
+
+    A fold commits to the recent facts table; homes written before it folded into
+    `runtime_facts` itself, whose app transactions still count."""
+    base, recent = home.lake.merged_tables("runtime_facts")
+    done = [
+        v
+        for table in (base, recent)
+        if table is not None
+        for v in (table.transaction_version(fold_app(tenant)), table.transaction_version(FOLD_APP))
+        if v is not None
+    ]
+    return max(done, default=None)
 
 
 def unfolded_from(home: Home) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -10,7 +11,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from transforms.schema import BATCH_ROW_SCHEMA, FACT_SCHEMA, UTC_US
+from transforms.schema import BATCH_ROW_SCHEMA, FACT_KEY, FACT_SCHEMA, SUBJECT, UTC_US
 
 RECEIPT_SCHEMA: dict[str, pl.DataType] = {
     "sequence": pl.Int64(),
@@ -81,6 +82,46 @@ _CONFIG = {"runtime_fact_batches": {"delta.enableChangeDataFeed": "true"}}
 SUBJECT_TABLES = ("runtime_facts", "reachability_states")
 SUBJECT_FILE_BYTES = 2 << 20
 
+# The cumulative tables are a base plus recent changes (merge on read). A fold or a re-score
+# appends the new rows of the keys it changed to `<table>_recent`, tagged with a sequence
+# number (`_seq`, increasing per key) and, for a row that is gone, `_removed`; the base table
+# (`lake/<table>`) is rewritten only when the recent rows are merged into it (`merge_recent`:
+# when they pass `RECENT_MERGE_SHARE` of the base, and by the scheduled compaction). Every
+# reader that goes through `Lake.scan` / `read`, the SQL views and `read_table` sees the merged
+# rows: the base rows of keys without recent rows, and each recent key's latest row. Recent
+# rows hold whole cumulative values, not increments, so a merge interrupted between its base
+# commit and its recent cleanup reads the same as before and after it.
+MERGED_KEYS: dict[str, list[str]] = {
+    "runtime_facts": FACT_KEY,
+    "reachability_states": [*SUBJECT, "symbol_id"],
+}
+RECENT_SUFFIX = "_recent"
+RECENT_COLUMNS: dict[str, pl.DataType] = {"_seq": pl.Int64(), "_removed": pl.Boolean()}
+RECENT_MERGE_ROWS = 50_000
+"""A tenant's recent rows are merged into the base once they pass this many rows..."""
+RECENT_MERGE_SHARE = 0.25
+"""...and this share of the tenant's base rows, so a read costs at most about 1.25 base reads
+and a merge (a rewrite of the changed subjects) comes once every many folds."""
+
+
+MERGED_APP = "runtime-facts.merged"
+
+
+def merged_app(tenant: str) -> str:
+    """The app-transaction id a merge of a tenant's recent rows records its last `_seq` in."""
+    return f"{MERGED_APP}/{tenant}"
+
+
+def recent_name(name: str) -> str:
+    """The table holding a merged table's recent changes."""
+    return name + RECENT_SUFFIX
+
+
+RECENT_TABLES: dict[str, dict[str, pl.DataType]] = {
+    recent_name(name): {**TABLES[name], **RECENT_COLUMNS} for name in MERGED_KEYS
+}
+ALL_TABLES: dict[str, dict[str, pl.DataType]] = {**TABLES, **RECENT_TABLES}
+
 
 def file_actions(table: DeltaTable) -> pl.DataFrame:
     """The table's live files, one row each: path, size, row count, partition values and
@@ -148,13 +189,13 @@ class Lake:
 
     def path(self, name: str) -> str:
         """Table URI."""
-        if name not in TABLES:
+        if name not in ALL_TABLES:
             raise KeyError(name)
         return f"{self.root}/{name}"
 
     def ensure(self) -> None:
         """Create any missing table with its schema (idempotent)."""
-        for name, schema in TABLES.items():
+        for name, schema in ALL_TABLES.items():
             if not DeltaTable.is_deltatable(self.path(name), storage_options=self.storage_options):
                 empty = pl.DataFrame(schema=schema)
                 write_deltalake(
@@ -182,8 +223,17 @@ class Lake:
         return table
 
     def version(self, name: str) -> int:
-        """Current version of a table."""
+        """Current version of a table; of a merged table, its recent table's (every change
+        commits there), or its base's in a home written before recent tables existed."""
+        if name in MERGED_KEYS:
+            base, recent = self.merged_tables(name)
+            return (recent or base).version()
         return self.table(name).version()
+
+    def _has(self, name: str) -> bool:
+        return name in self._open or DeltaTable.is_deltatable(
+            self.path(name), storage_options=self.storage_options
+        )
 
     def append(
         self,
@@ -198,7 +248,7 @@ class Lake:
         table = self.table(name)
         write_deltalake(
             table,
-            frame.select([pl.col(c).cast(t) for c, t in TABLES[name].items()]),
+            frame.select([pl.col(c).cast(t) for c, t in ALL_TABLES[name].items()]),
             mode="append",
             # ingest_receipts gained `receipt_json`: older tables take the column on append.
             schema_mode="merge" if name == "ingest_receipts" else None,
@@ -208,7 +258,13 @@ class Lake:
 
     def tenants(self) -> list[str]:
         """Tenants with a partition in `runtime_fact_batches`, sorted."""
-        actions = file_actions(self.table("runtime_fact_batches"))
+        return self.tenants_of("runtime_fact_batches")
+
+    def tenants_of(self, name: str) -> list[str]:
+        """Tenants with live files in a table, sorted."""
+        if not self._has(name):
+            return []
+        actions = file_actions(self.table(name))
         if actions.is_empty() or "partition.tenant" not in actions.columns:
             return []
         return sorted(str(t) for t in actions.get_column("partition.tenant").unique().to_list())
@@ -231,21 +287,200 @@ class Lake:
     def scan(
         self, name: str, *, tenant: str | None = None, version: int | None = None
     ) -> pl.LazyFrame:
-        """Lazy scan of a table, pruned to one tenant's partition when given."""
+        """Lazy scan of a table, pruned to one tenant's partition when given.
+
+        A merged table (`MERGED_KEYS`) reads as its base and its recent rows merged; its
+        `version` is the version of the recent table (see `merged_tables`).
+        """
+        if name in MERGED_KEYS:
+            base, recent = self.merged_tables(name, version)
+            return merged_scan(name, base, recent, tenant, self.storage_options)
         return scan_table(self.table(name, version), tenant, self.storage_options)
+
+    def merged_tables(
+        self, name: str, version: int | datetime | None = None
+    ) -> tuple[DeltaTable, DeltaTable | None]:
+        """A merged table's base and recent tables, at their current versions or as of one.
+
+        A version number is one of the recent table (every fold and re-score commits one);
+        the base is then read as it was when that version was committed. A timestamp pins
+        both. A home written before recent tables existed has none yet (None).
+        """
+        if not self._has(recent_name(name)):
+            base = self.table(name) if version is None else self._at(name, version)
+            return base, None
+        if version is None:
+            return self.table(name), self.table(recent_name(name))
+        recent = self._at(recent_name(name), version)
+        if isinstance(version, datetime):
+            return self._at(name, version), recent
+        return self._at(name, self._committed_at(recent_name(name), version)), recent
+
+    def _committed_at(self, name: str, version: int) -> datetime:
+        """When a version of a table was committed. Read from the current table's history:
+        deltalake's history() of a table opened at an older version lists the newest commits
+        under older version numbers."""
+        latest = DeltaTable(self.path(name), storage_options=self.storage_options)
+        for entry in latest.history(latest.version() - version + 1):
+            if entry.get("version") == version and "timestamp" in entry:
+                return _from_ms(int(entry["timestamp"]))
+        raise ValueError(f"{name} has no commit information for version {version}")
+
+    def _at(self, name: str, version: int | datetime) -> DeltaTable:
+        if isinstance(version, int):
+            # Opened at the version, not moved there: deltalake's history() of a table moved
+            # back by load_as_version lists the newest commits under older version numbers.
+            return DeltaTable(
+                self.path(name), version=version, storage_options=self.storage_options
+            )
+        table = DeltaTable(self.path(name), storage_options=self.storage_options)
+        table.load_as_version(version)
+        return table
 
     def read(
         self, name: str, *, tenant: str | None = None, where: pl.Expr | None = None
     ) -> pl.DataFrame:
         """Read a table (optionally one tenant, optionally filtered) with the declared dtypes."""
-        frame = self.scan(name, tenant=tenant)
+        if name in MERGED_KEYS:
+            base, recent = self.merged_tables(name)
+            frame = merged_scan(name, base, recent, tenant, self.storage_options, where=where)
+        else:
+            frame = self.scan(name, tenant=tenant)
         if where is not None:
             frame = frame.filter(where)
-        schema = TABLES[name]
+        schema = ALL_TABLES[name]
         return frame.select([pl.col(c).cast(t) for c, t in schema.items()]).collect()
 
+    def upsert(
+        self,
+        name: str,
+        rows: pl.DataFrame,
+        seq: int,
+        *,
+        removed: pl.DataFrame | None = None,
+        txn: tuple[str, int] | None = None,
+    ) -> int:
+        """Give the keys of `rows` these rows (and drop the keys of `removed`) in a merged
+        table, in one append to its recent table; returns the recent table's new version.
+
+        `seq` orders writes to a key: it must be larger than any earlier write's (the fold
+        uses the batch-table version it folds through, a re-score the subject's fact version).
+        """
+        schema = TABLES[name]
+        kept = rows.select([pl.col(c).cast(t) for c, t in schema.items()])
+        frame = kept.with_columns(_removed=pl.lit(False))
+        if removed is not None and removed.height:
+            gone = removed.select(MERGED_KEYS[name]).with_columns(
+                [
+                    pl.lit(None, dtype=t).alias(c)
+                    for c, t in schema.items()
+                    if c not in MERGED_KEYS[name]
+                ]
+            )
+            frame = pl.concat(
+                [frame, gone.select(list(schema)).with_columns(_removed=pl.lit(True))]
+            )
+        frame = frame.with_columns(_seq=pl.lit(seq, dtype=pl.Int64))
+        return self.append(recent_name(name), frame, txn=txn)
+
+    def recent_rows(self, name: str, tenant: str) -> tuple[int, int]:
+        """(recent rows, base rows) of a tenant in a merged table, from the file statistics."""
+        counts = []
+        for table_name in (recent_name(name), name):
+            actions = file_actions(self.table(table_name))
+            if actions.is_empty() or "partition.tenant" not in actions.columns:
+                counts.append(0)
+                continue
+            mine = actions.filter(pl.col("partition.tenant") == tenant)
+            counts.append(int(mine.get_column("num_records").sum() or 0))
+        return counts[0], counts[1]
+
+    def merge_due(self, name: str, tenant: str, *, factor: float = 1.0) -> bool:
+        """True when a tenant's recent rows have grown past `factor` times the threshold.
+
+        Not while the tenant's base is empty and its recent rows come from one write (a first
+        backfill): they hold one row per key then, so a merge would only copy them.
+        """
+        recent, base = self.recent_rows(name, tenant)
+        if recent <= factor * max(RECENT_MERGE_ROWS, RECENT_MERGE_SHARE * base):
+            return False
+        return base > 0 or self._writes(recent_name(name), tenant) > 1
+
+    def _writes(self, name: str, tenant: str) -> int:
+        """How many writes (distinct `_seq`) a tenant's recent rows come from: 1 or 2 (two or
+        more), from the file statistics, or from the column where a file has none."""
+        actions = file_actions(self.table(name))
+        if actions.is_empty() or "partition.tenant" not in actions.columns:
+            return 0
+        mine = actions.filter(pl.col("partition.tenant") == tenant)
+        if "min._seq" in mine.columns and not mine.get_column("min._seq").is_null().any():
+            low, high = mine.get_column("min._seq").min(), mine.get_column("max._seq").max()
+        else:
+            seqs = scan_table(self.table(name), tenant, self.storage_options).select("_seq")
+            frame = seqs.select(low=pl.col("_seq").min(), high=pl.col("_seq").max()).collect()
+            low, high = frame.row(0)
+        if low is None:
+            return 0
+        return 1 if low == high else 2
+
+    def merge_recent(self, name: str, tenant: str) -> int:
+        """Fold a tenant's recent rows of a merged table into its base; call under the
+        tenant's commit lock. Returns the number of recent rows merged (0: nothing to do).
+
+        The changed subjects are rewritten in the base with their merged rows (one commit),
+        then the merged recent rows are deleted (a second commit). A crash in between leaves
+        recent rows equal to what the base now holds: readers see no difference, and the next
+        merge rewrites the same rows again.
+        """
+        recent = self.scan(recent_name(name), tenant=tenant).select("subject_key", "_seq")
+        seen = recent.group_by("subject_key").agg(pl.col("_seq").max()).collect()
+        if seen.is_empty():
+            return 0
+        subjects = sorted(str(s) for s in seen.get_column("subject_key").to_list())
+        top = int(seen.get_column("_seq").max())  # type: ignore[arg-type]
+        rows = self.read(name, tenant=tenant, where=pl.col("subject_key").is_in(subjects))
+        in_list = ", ".join(sql_literal(s) for s in subjects)
+        where = f"tenant = {sql_literal(tenant)}"
+        self.replace_where(name, rows, f"{where} AND subject_key IN ({in_list})")
+        table = self.table(recent_name(name))
+        # The delete says how far it merged (an app transaction, atomic with it): a reader of
+        # recent rows by `_seq` (the re-score's touched symbols) knows which are gone.
+        metrics = table.delete(
+            f"{where} AND _seq <= {top}", commit_properties=_commit((merged_app(tenant), top))
+        )
+        return int(metrics.get("num_deleted_rows", 0))
+
+    def merged_through(self, name: str, tenant: str) -> int:
+        """The largest `_seq` of a tenant's recent rows ever merged away (-1: none)."""
+        if not self._has(recent_name(name)):
+            return -1
+        done = self.table(recent_name(name)).transaction_version(merged_app(tenant))
+        return -1 if done is None else int(done)
+
+    def unmerged(
+        self, name: str, tenant: str, where: pl.Expr, columns: list[str], *, with_base: bool = True
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """A merged table's base rows and recent rows matching `where`, not merged (no key
+        join): for aggregates that the merge cannot change, and for the recent rows' `_seq`.
+        Without `with_base` the base is not read (its frame is empty)."""
+        base, recent = self.merged_tables(name)
+        schema = {c: TABLES[name][c] for c in columns}
+        rows = pl.DataFrame(schema=schema)
+        if with_base:
+            scan = scan_table(base, tenant, self.storage_options).filter(where).select(columns)
+            rows = scan.collect()
+        if recent is None:
+            return rows, pl.DataFrame(schema={**schema, "_seq": pl.Int64})
+        changes = scan_table(recent, tenant, self.storage_options).filter(where)
+        return rows, changes.select(*columns, "_seq").collect()
+
+    def complete(self) -> bool:
+        """True when every table exists, the recent tables of the merged ones included (a
+        home written before them, or one cut while creating them, is not)."""
+        return self.exists() and all(self._has(name) for name in RECENT_TABLES)
+
     def exists(self) -> bool:
-        """True when every table exists."""
+        """True when every table of SPEC §6 exists (the lake was created)."""
         try:
             return all(
                 DeltaTable.is_deltatable(self.path(n), storage_options=self.storage_options)
@@ -304,6 +539,40 @@ class Lake:
         part = actions.filter(pl.col("partition.tenant") == tenant)
         value: Any = part.get_column(f"max.{column}").max()
         return None if value is None else int(value)
+
+
+def merged_scan(
+    name: str,
+    base: DeltaTable,
+    recent: DeltaTable | None,
+    tenant: str | None = None,
+    storage_options: dict[str, str] | None = None,
+    *,
+    where: pl.Expr | None = None,
+) -> pl.LazyFrame:
+    """The merged rows of a base and a recent table (one row per key, `MERGED_KEYS`).
+
+    A `where` on key columns only is applied to both sides before they are merged (a key's
+    rows all match it or none do), so reading a few keys costs a filtered scan, not a join
+    over the whole table; any other `where` is left to the caller, after the merge.
+    """
+    keys, columns = MERGED_KEYS[name], list(TABLES[name])
+    frame = scan_table(base, tenant, storage_options)
+    early = where is not None and set(where.meta.root_names()) <= set(keys)
+    if early:
+        frame = frame.filter(where)  # type: ignore[arg-type]
+    if recent is None:
+        return frame
+    changes = scan_table(recent, tenant, storage_options)
+    if early:
+        changes = changes.filter(where)  # type: ignore[arg-type]
+    latest = changes.sort("_seq").unique(subset=keys, keep="last")
+    kept = frame.join(latest.select(keys), on=keys, how="anti", nulls_equal=True)
+    return pl.concat([kept, latest.filter(~pl.col("_removed")).select(columns)])
+
+
+def _from_ms(stamp: int) -> datetime:
+    return datetime.fromtimestamp(stamp / 1000, tz=UTC)
 
 
 def _commit(

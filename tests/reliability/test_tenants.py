@@ -198,7 +198,7 @@ def test_sql_scoped_to_a_tenant_cannot_reach_another_tenants_rows(
     ):
         result = run_query(home, f"SELECT DISTINCT tenant FROM {table}", tenant="tenant-a")
         assert result.table.column("tenant").to_pylist() == ["tenant-a"], table
-    other = home.root / "lake" / "runtime_facts" / "tenant=tenant-b"
+    other = home.root / "lake" / "runtime_facts_recent" / "tenant=tenant-b"  # the folds' rows
     parquet = next(other.glob("*.parquet"))
     for escape in (
         f"SELECT * FROM read_parquet('{parquet}')",
@@ -224,7 +224,14 @@ def _files(root: Path) -> dict[str, str]:
 def test_tenant_a_cannot_write_tenant_bs_rows(home: Home, two_tenants: dict[str, str]) -> None:
     """A's ingests, folds and recomputes (same names, same symbols) leave B's partitions alone."""
     lake = home.root / "lake"
-    tables = ("runtime_facts", "runtime_fact_batches", "reachability_states", "rejections")
+    tables = (
+        "runtime_facts",
+        "runtime_facts_recent",
+        "runtime_fact_batches",
+        "reachability_states",
+        "reachability_states_recent",
+        "rejections",
+    )
     b_parts = {t: lake / t / "tenant=tenant-b" for t in tables}
     before = {t: _files(p) for t, p in b_parts.items() if p.exists()}
     b_facts = home.lake.read("runtime_facts", tenant="tenant-b")

@@ -52,7 +52,8 @@ def test_after_compaction_a_subject_rewrite_leaves_other_subjects_files_alone(
     name: str,
 ) -> None:
     """Compaction clusters the per-subject tables by subject_key, in files of bounded size,
-    so folding one subject afterwards rewrites its own rows and few others: not the tenant."""
+    so merging one subject's changes afterwards rewrites its own rows and few others: not the
+    tenant. The fold and the re-score themselves rewrite no base file at all."""
     monkeypatch.setattr(lake_tables, "SUBJECT_FILE_BYTES", 4096)  # a few files per subject
     subjects = [SubjectContext("acme", "cg-1", scan_id=f"s{i}") for i in range(6)]
     for i, ctx in enumerate(subjects):
@@ -66,6 +67,9 @@ def test_after_compaction_a_subject_rewrite_leaves_other_subjects_files_alone(
 
     stage('{"symbolId":"sym:new","hitCount":1}\n', subjects[2])
     ingest(home, clock=clock)
+    assert set(_files(home, name)["path"]) == set(before["path"])
+    with home.commit_lock("acme"):
+        home.lake.merge_recent(name, "acme")
 
     after = set(_files(home, name)["path"])
     removed = before.filter(~pl.col("path").is_in(list(after)))

@@ -64,7 +64,9 @@ def test_healthy_home_passes(facts: FixtureHome) -> None:
     assert lake["runtime_facts"] == {
         "version": facts.home.lake.version("runtime_facts"),  # one fold commit per tenant
         "files": lake["runtime_facts"]["files"],
-        "rows": 10,
+        "rows": 10,  # as readers see them: the base and the recent rows merged
+        "recent_files": lake["runtime_facts"]["recent_files"],
+        "recent_rows": 11,  # every fold's new rows, one key folded twice
     }
     assert _check(doc, "receipts")["details"]["receipts"] == 5
     assert _check(doc, "cas")["details"]["sampled"] == 6  # 5 batches + 1 callgraph, all sampled

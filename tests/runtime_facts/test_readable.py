@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from runtime_facts.cli.main import app
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
+from runtime_facts.ops.compact import compact
 from runtime_facts.readable import readable_frame, readable_table
 
 runner = CliRunner()
@@ -33,6 +34,7 @@ def damaged_home(tmp_path_factory: pytest.TempPathFactory) -> str:
     put = ["cas", "put", str(batch), "--tenant", "acme", "--callgraph-id", "cg", "--scan-id", "s1"]
     assert runner.invoke(app, ["--home", home, *put]).exit_code == 0
     assert runner.invoke(app, ["--home", home, "ingest"]).exit_code == 0
+    compact(Home(Settings.load(home)), vacuum=False)  # every fact row in the base, damaged below
     lake = Home(Settings.load(home)).lake
     facts = lake.read("runtime_facts")
     stamps = pl.Series([YEAR_ZERO_US, YEAR_20000_US]).cast(pl.Datetime("us", "UTC"))

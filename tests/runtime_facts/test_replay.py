@@ -16,6 +16,7 @@ from runtime_facts.cli.main import app
 from runtime_facts.errors import RuntimeFactsError
 from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home
+from runtime_facts.ops.compact import compact
 from runtime_facts.ops.replay import record_manifest, replay
 from runtime_facts.pipeline.ingest import ingest
 from runtime_facts.stores.cas import parse_cas_uri
@@ -162,6 +163,7 @@ def test_deleted_graph_exits_4(source: Home, tmp_path: Path) -> None:
 
 
 def test_altered_fact_row_in_the_source_fails_replay(source: Home, tmp_path: Path) -> None:
+    compact(source, vacuum=False)  # every row in the base table, the one altered below
     facts = source.lake.read("runtime_facts", where=pl.col("subject_key") == SUBJECT)
     altered = facts.with_columns(
         pl.when(pl.int_range(pl.len()) == 0)
@@ -226,6 +228,7 @@ def test_scratch_must_be_empty(source: Home, tmp_path: Path) -> None:
 
 
 def test_altered_state_row_in_the_source_fails_replay(source: Home, tmp_path: Path) -> None:
+    compact(source, vacuum=False)  # every row in the base table, the one altered below
     states = source.lake.read("reachability_states", where=pl.col("subject_key") == SUBJECT)
     assert states.height
     altered = states.with_columns(pl.lit("X").alias("state"))

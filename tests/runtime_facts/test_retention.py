@@ -245,7 +245,9 @@ def test_vacuum_keeps_the_table_history_inside_the_default_window(
     assert set(report.vacuumed_files) == {
         "runtime_fact_batches",
         "runtime_facts",
+        "runtime_facts_recent",
         "reachability_states",
+        "reachability_states_recent",
         "ingest_receipts",
         "rejections",
     }
