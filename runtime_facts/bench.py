@@ -238,12 +238,17 @@ def _growth(
             compact(home, vacuum=False)
     first = statistics.median(times[:3])
     last = statistics.median(times[-3:])
+    # The command's fixed cost (interpreter, imports, discovery, metrics): `runtime-facts
+    # ingest` on the grown home with nothing pending. Whole commands cost it plus the batch.
+    fixed = statistics.median(_child(_INGEST, str(home.root))[0] for _ in range(3))
     return {
         "batches": len(files),
         "subjects": subjects,
         "first_batches_s": round(first, 4),
         "last_batches_s": round(last, 4),
         "ratio_last_over_first": round(last / first, 3),
+        "command_fixed_s": round(fixed, 4),
+        "ratio_whole_command": round((fixed + last) / (fixed + first), 3),
     }
 
 

@@ -112,6 +112,8 @@ def bench_cmd(
         ("peak RSS baseline / product",
          f"{result.baseline_rss_mib:.0f} / {result.product_rss_mib:.0f} MiB"),
         (f"batch #{growth['batches']} / batch #1", f"{growth['ratio_last_over_first']}x"),
+        ("the same as whole commands",
+         f"{growth['ratio_whole_command']}x (fixed cost {growth['command_fixed_s']} s)"),
         (f"the same over {spread['subjects']} subjects, compacted",
          f"{spread['ratio_last_over_first']}x"),
         ("peak RSS by batch count",
