@@ -285,17 +285,25 @@ class Lake:
         return table.version()
 
     def scan(
-        self, name: str, *, tenant: str | None = None, version: int | None = None
+        self,
+        name: str,
+        *,
+        tenant: str | None = None,
+        version: int | None = None,
+        where: pl.Expr | None = None,
     ) -> pl.LazyFrame:
-        """Lazy scan of a table, pruned to one tenant's partition when given.
+        """Lazy scan of a table, pruned to one tenant's partition when given, filtered by
+        `where` when given.
 
         A merged table (`MERGED_KEYS`) reads as its base and its recent rows merged; its
         `version` is the version of the recent table (see `merged_tables`).
         """
         if name in MERGED_KEYS:
             base, recent = self.merged_tables(name, version)
-            return merged_scan(name, base, recent, tenant, self.storage_options)
-        return scan_table(self.table(name, version), tenant, self.storage_options)
+            frame = merged_scan(name, base, recent, tenant, self.storage_options, where=where)
+        else:
+            frame = scan_table(self.table(name, version), tenant, self.storage_options)
+        return frame if where is None else frame.filter(where)
 
     def merged_tables(
         self, name: str, version: int | datetime | None = None
@@ -341,13 +349,7 @@ class Lake:
         self, name: str, *, tenant: str | None = None, where: pl.Expr | None = None
     ) -> pl.DataFrame:
         """Read a table (optionally one tenant, optionally filtered) with the declared dtypes."""
-        if name in MERGED_KEYS:
-            base, recent = self.merged_tables(name)
-            frame = merged_scan(name, base, recent, tenant, self.storage_options, where=where)
-        else:
-            frame = self.scan(name, tenant=tenant)
-        if where is not None:
-            frame = frame.filter(where)
+        frame = self.scan(name, tenant=tenant, where=where)
         schema = ALL_TABLES[name]
         return frame.select([pl.col(c).cast(t) for c, t in schema.items()]).collect()
 

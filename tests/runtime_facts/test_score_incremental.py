@@ -84,17 +84,22 @@ def _check(home: Home) -> None:
     assert events[-1]["digest"] == digest
 
 
-@pytest.fixture
-def scored_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many runtime symbols each re-score scored (to see the incremental path taken)."""
-    seen: list[int] = []
-    real = score_module.score_symbols
+def _counting(seen: list[int]) -> Callable[..., pl.DataFrame]:
+    """`score_symbols` that records how many runtime symbols each call scored."""
+    real = score_symbols
 
     def spy(static: Any, runtime: pl.DataFrame, *args: Any, **kwargs: Any) -> pl.DataFrame:
         seen.append(runtime.height)
         return real(static, runtime, *args, **kwargs)
 
-    monkeypatch.setattr(score_module, "score_symbols", spy)
+    return spy
+
+
+@pytest.fixture
+def scored_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many runtime symbols each re-score scored (to see the incremental path taken)."""
+    seen: list[int] = []
+    monkeypatch.setattr(score_module, "score_symbols", _counting(seen))
     return seen
 
 
@@ -153,16 +158,6 @@ def test_a_cut_before_the_score_state_is_saved_means_a_full_rescore(
     ingest(home, clock=lambda: T0)
     assert scored_rows[-1] == 10  # the stale score state was not trusted
     _check(home)
-
-
-def _counting(seen: list[int]) -> Callable[..., pl.DataFrame]:
-    real = score_symbols
-
-    def spy(static: Any, runtime: pl.DataFrame, *args: Any, **kwargs: Any) -> pl.DataFrame:
-        seen.append(runtime.height)
-        return real(static, runtime, *args, **kwargs)
-
-    return spy
 
 
 def test_retention_makes_the_next_rescore_a_full_one(home: Home, scored_rows: list[int]) -> None:
