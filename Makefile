@@ -26,14 +26,16 @@ help: ## Show this help (colours only on a terminal, and not with NO_COLOR)
 $(AIRFLOW_HOME)/airflow.cfg: .venv/.synced
 	@AIRFLOW_HOME="$(AIRFLOW_HOME)" .venv/bin/python -m runtime_facts.airflow_home
 
-# The native validation kernel, built from source with the system C compiler (transforms/kernel).
-transforms/kernel/_events.so: transforms/kernel/events.c transforms/kernel/events.h transforms/kernel/build.py .venv/.synced
+# The native kernels (validation; LtHash with the vendored BLAKE3), built from source with the
+# system C compiler (transforms/kernel).
+KERNEL_SOURCES := $(wildcard transforms/kernel/*.c transforms/kernel/*.h transforms/kernel/blake3/*.[ch]) transforms/kernel/build.py
+transforms/kernel/_events.so transforms/kernel/_lthash.so &: $(KERNEL_SOURCES) .venv/.synced
 	@.venv/bin/python -m transforms.kernel.build >/dev/null
 
 # Bytecode is compiled ahead (the dependencies by uv, the project here): with
 # PYTHONDONTWRITEBYTECODE set, as in many containers, every command would otherwise compile
 # ~400 modules from source again (~1 s of each CLI start).
-setup: .venv/.synced $(AIRFLOW_HOME)/airflow.cfg transforms/kernel/_events.so ## Create the locked environment (.venv from uv.lock), airflow-home/ and the native kernel
+setup: .venv/.synced $(AIRFLOW_HOME)/airflow.cfg transforms/kernel/_events.so transforms/kernel/_lthash.so ## Create the locked environment (.venv from uv.lock), airflow-home/ and the native kernel
 	@.venv/bin/python -m compileall -q -j0 runtime_facts transforms dags >/dev/null
 
 demo: setup ## Stage the bundled fixtures, run the ingest end to end, print what landed

@@ -88,15 +88,40 @@ def _canonical_chunks(frame: pl.DataFrame, exclude: tuple[str, ...]) -> list[mem
     return out
 
 
+def _line_series(frame: pl.DataFrame, exclude: tuple[str, ...]) -> pl.Series | None:
+    columns = sorted(c for c in frame.columns if c not in exclude)
+    if frame.is_empty() or not columns:
+        return None
+    rendered = _render_timestamps(frame.select(columns))
+    return rendered.select(pl.struct(columns).struct.json_encode()).to_series()
+
+
 def canonical_lines(frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()) -> list[bytes]:
     """Each row's canonical line (as in `canonical_rows`, without its newline), in the
     frame's own row order: for digests that do not depend on the order (`transforms.lthash`)."""
-    columns = sorted(c for c in frame.columns if c not in exclude)
-    if frame.is_empty() or not columns:
+    lines = _line_series(frame, exclude)
+    return [] if lines is None else [line.encode() for line in lines.to_list()]
+
+
+def canonical_line_buffers(
+    frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()
+) -> list[tuple[np.ndarray, pa.Buffer]]:
+    """The lines of `canonical_lines` as Arrow keeps them, without a Python object per line:
+    per chunk, the int64 offsets of its lines (line i is data[offsets[i]:offsets[i + 1]])
+    and the data buffer they point into."""
+    lines = _line_series(frame, exclude)
+    if lines is None:
         return []
-    rendered = _render_timestamps(frame.select(columns))
-    lines = rendered.select(pl.struct(columns).struct.json_encode()).to_series()
-    return [line.encode() for line in lines.to_list()]
+    array = lines.to_arrow(compat_level=pl.CompatLevel.oldest())
+    out: list[tuple[np.ndarray, pa.Buffer]] = []
+    for chunk in array.chunks if isinstance(array, pa.ChunkedArray) else [array]:
+        _, offsets_buffer, data = chunk.buffers()
+        width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+        offsets = np.frombuffer(offsets_buffer, dtype=width)[
+            chunk.offset : chunk.offset + len(chunk) + 1
+        ]
+        out.append((offsets.astype(np.int64, copy=False), data))
+    return out
 
 
 def canonical_rows_reference(frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()) -> bytes:

@@ -27,7 +27,8 @@ import blake3
 import numpy as np
 import polars as pl
 
-from transforms.canonical import canonical_lines
+from transforms import kernel
+from transforms.canonical import canonical_line_buffers, canonical_lines
 
 LANES = 1024
 STATE_BYTES = 2 * LANES
@@ -68,9 +69,40 @@ def _block_sum(lines: list[bytes]) -> np.ndarray:
     return total
 
 
+_NATIVE_BLOCK = 16384  # rows per call of the native loop: enough to keep both threads busy
+
+
 def _total(frame: pl.DataFrame, exclude: tuple[str, ...]) -> np.ndarray:
-    """The lane-wise sum of the frame's rows modulo 2^16, in blocks. BLAKE3 releases the GIL
-    while it hashes, so large frames use two threads; the sum does not depend on the order."""
+    """The lane-wise sum of the frame's rows modulo 2^16: by the native loop
+    (`transforms/kernel/lthash.c`) where it is built, else in Python."""
+    if kernel.lthash_available():
+        return _total_native(frame, exclude)
+    return _total_python(frame, exclude)
+
+
+def _total_native(frame: pl.DataFrame, exclude: tuple[str, ...]) -> np.ndarray:
+    """Blocks of lines straight from Arrow's buffers; the library releases the GIL, so large
+    frames use two threads (the sum does not depend on the order)."""
+    context = CONTEXT.encode()
+    parts = [
+        (data, offsets[start : min(start + _NATIVE_BLOCK, offsets.size - 1) + 1])
+        for offsets, data in canonical_line_buffers(frame, exclude=exclude)
+        for start in range(0, offsets.size - 1, _NATIVE_BLOCK)
+    ]
+    if len(parts) > 1:
+        with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+            sums = list(pool.map(lambda part: kernel.lthash16_add(context, *part), parts))
+    else:
+        sums = [kernel.lthash16_add(context, *part) for part in parts]
+    total = np.zeros(LANES, dtype=np.uint16)
+    for part in sums:
+        total += part  # uint16 arithmetic wraps: modulo 2^16
+    return total
+
+
+def _total_python(frame: pl.DataFrame, exclude: tuple[str, ...]) -> np.ndarray:
+    """The same sum with the `blake3` package, a block of lines at a time. BLAKE3 releases
+    the GIL while it hashes, so large frames use two threads."""
     lines = canonical_lines(frame, exclude=exclude)
     blocks = [lines[i : i + _BLOCK] for i in range(0, len(lines), _BLOCK)]
     if len(blocks) > 1:

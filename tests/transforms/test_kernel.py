@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import blake3
+import numpy as np
 import orjson
 import polars as pl
 import pytest
@@ -25,7 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from transforms import kernel
+from transforms import kernel, lthash
 from transforms.dedupe import dedupe_events
 from transforms.errors import TransformError
 from transforms.kernel.build import build_sanitized
@@ -325,6 +327,22 @@ def test_the_kernel_runs_clean_under_asan_and_ubsan(sanitized: Path, tmp_path: P
         assert len(out.stdout.splitlines()) == len(files)
     rows = [line for line in out.stdout.splitlines() if " rows " in line]
     assert len(rows) > 100  # the accepting path ran too, not only the early declines
+    # the LtHash loop ran on every file's pieces too, and agrees with the Python path
+    printed = [line.rsplit(" lthash ", 1)[1] for line in out.stdout.splitlines()]
+    for path, lanes in list(zip(files, printed, strict=True))[::25]:
+        assert lanes == _first_lanes(Path(path).read_bytes()), path
+
+
+def _first_lanes(text: bytes) -> str:
+    """The driver's LtHash print, by the `blake3` package: each line with its newline is a
+    row, and so is what follows the last newline."""
+    parts = text.split(b"\n")
+    pieces = [part + b"\n" for part in parts[:-1]] + [parts[-1]]
+    total = np.zeros(4, dtype=np.uint64)
+    for piece in pieces:
+        expanded = blake3.blake3(piece, derive_key_context=lthash.CONTEXT).digest(8)
+        total += np.frombuffer(expanded, dtype="<u2").astype(np.uint64)
+    return "".join(f"{int(lane) % 65536:04x}" for lane in total)
 
 
 def test_the_sanitizer_build_catches_an_overflow(sanitized: Path) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import random
+from datetime import UTC, datetime
 
 import blake3
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms import lthash
+from transforms import kernel, lthash
 from transforms.canonical import canonical_lines
 
 ROWS = st.lists(
@@ -95,3 +97,53 @@ def test_a_stored_state_round_trips_and_a_bad_one_is_refused() -> None:
         lthash.decode(lthash.encode(state)[:-8])
     with pytest.raises(ValueError, match=r"base64|Incorrect|Non-base64"):
         lthash.decode("not base64!")
+
+
+needs_native = pytest.mark.skipif(
+    not kernel.lthash_available(), reason="the LtHash library is not built (make setup)"
+)
+
+WIDE_ROWS = st.lists(
+    st.tuples(
+        st.text(max_size=3000),  # past BLAKE3's 1,024-byte chunk, and unicode
+        st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.none() | st.datetimes(timezones=st.just(UTC)),
+        st.floats(width=64),  # NaN and the infinities too
+    ),
+    max_size=30,
+)
+
+
+@needs_native
+@settings(max_examples=80, deadline=None)
+@given(WIDE_ROWS, st.integers(min_value=1, max_value=7))
+def test_the_native_loop_equals_the_python_one(
+    rows: list[tuple[str, int | None, datetime | None, float]], block: int
+) -> None:
+    frame = pl.DataFrame(
+        rows,
+        schema={"text": pl.String, "n": pl.Int64, "at": pl.Datetime("us", "UTC"), "x": pl.Float64},
+        orient="row",
+    )
+    # several Arrow chunks, and blocks smaller than a chunk: every boundary is crossed
+    chunked = pl.concat(
+        [frame.head(frame.height // 2), frame.tail(frame.height - frame.height // 2)], rechunk=False
+    )
+    old = lthash._NATIVE_BLOCK
+    try:
+        lthash._NATIVE_BLOCK = block
+        native = lthash._total_native(chunked, ("x",))
+    finally:
+        lthash._NATIVE_BLOCK = old
+    assert np.array_equal(native, lthash._total_python(frame, ("x",)))
+    assert np.array_equal(lthash._total_native(frame, ()), lthash._total_python(frame, ()))
+
+
+@needs_native
+def test_the_native_loop_refuses_offsets_that_do_not_fit_the_data() -> None:
+    data = pa.py_buffer(b"abcdef")
+    context = lthash.CONTEXT.encode()
+    assert not kernel.lthash16_add(context, data, np.array([0], dtype=np.int64)).any()
+    for bad in ([0, 7], [-1, 2], [0, 4, 2], [3, 2]):
+        with pytest.raises(ValueError, match="offsets"):
+            kernel.lthash16_add(context, data, np.array(bad, dtype=np.int64))

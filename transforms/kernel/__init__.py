@@ -26,6 +26,8 @@ import pyarrow as pa
 from transforms.schema import REJECTION_SCHEMA
 
 LIBRARY = Path(__file__).with_name("_events.so")
+LTHASH_LIBRARY = Path(__file__).with_name("_lthash.so")
+LTHASH_LANES = 1024
 MIN_LINE_BYTES = len(b'{"symbolId":"s","hitCount":1}\n')
 _COLUMNS = ("symbol_id", "code_id", "loader_base", "process_name", "container_id", "evidence_uri")
 # Why the kernel declined (events.c's FB_* codes), for statistics and the fuzz's coverage.
@@ -65,11 +67,13 @@ class Declined:
     line: int
 
 
+def _switched_off() -> bool:
+    return os.environ.get("RUNTIME_FACTS_KERNEL", "on").lower() in {"off", "0", "false", "no"}
+
+
 @cache
 def _library() -> ctypes.CDLL | None:
-    if os.environ.get("RUNTIME_FACTS_KERNEL", "on").lower() in {"off", "0", "false", "no"}:
-        return None
-    if not LIBRARY.exists():
+    if _switched_off() or not LIBRARY.exists():
         return None
     lib = ctypes.CDLL(str(LIBRARY))  # ctypes releases the GIL during the call
     lib.rf_validate_events.restype = ctypes.c_int64
@@ -85,6 +89,49 @@ def _library() -> ctypes.CDLL | None:
 def available() -> bool:
     """Whether the kernel is built and switched on."""
     return _library() is not None
+
+
+@cache
+def _lthash_library() -> ctypes.CDLL | None:
+    if _switched_off() or not LTHASH_LIBRARY.exists():
+        return None
+    lib = ctypes.CDLL(str(LTHASH_LIBRARY))  # released GIL: threads add blocks side by side
+    lib.rf_lthash16_add.restype = ctypes.c_int64
+    lib.rf_lthash16_add.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
+    return lib
+
+
+def lthash_available() -> bool:
+    """Whether the LtHash library (`lthash.c`) is built and switched on."""
+    return _lthash_library() is not None
+
+
+def lthash16_add(context: bytes, data: pa.Buffer, offsets: np.ndarray) -> np.ndarray:
+    """The lane-wise sum (uint16, modulo 2^16) of the expanded lines data[offsets[i]:offsets[i+1]].
+
+    Raises:
+        RuntimeError: the library is not available (check `lthash_available()` first).
+        ValueError: the offsets do not fit the data.
+    """
+    lib = _lthash_library()
+    if lib is None:
+        raise RuntimeError("the LtHash library is not built or is switched off")
+    bounds = np.ascontiguousarray(offsets, dtype=np.int64)
+    if bounds.size == 0:
+        raise ValueError("offsets need at least one entry")
+    state = np.zeros(LTHASH_LANES, dtype=np.uint16)
+    rows = bounds.size - 1
+    if lib.rf_lthash16_add(context, data.address, data.size, bounds.ctypes.data, rows,
+                           state.ctypes.data) != 0:  # fmt: skip
+        raise ValueError("line offsets out of order or past the data")
+    return state
 
 
 def validate_canonical(text: bytes, max_line_bytes: int) -> pl.DataFrame | Declined:

@@ -2,7 +2,9 @@
  * Sanitizer driver: run the kernel over each file named on the command line, with output
  * buffers sized exactly as the Python caller sizes them (rows = newlines + 1, string data =
  * batch length), each allocated on its own so ASan sees any write past its end. Prints one
- * line per file: the row count or the fallback code and line. Exit 0 unless a sanitizer fires.
+ * line per file: the row count or the fallback code and line, then the first lanes of the
+ * LtHash16 state of the file's pieces as rows (each line with its newline, and what follows
+ * the last newline), from an offsets array of exact size. Exit 0 unless a sanitizer fires.
  * `--overflow-self-test` provokes a heap overflow, to show the build is instrumented.
  */
 #include <stdint.h>
@@ -11,6 +13,27 @@
 #include <string.h>
 
 #include "events.h"
+#include "lthash.h"
+
+#define LTHASH_CONTEXT "runtime-facts 2026-12-01 row lthash16 v1"
+
+/* The file's pieces as LtHash rows: prints the first four lanes of the state. */
+static int print_lthash(const uint8_t *buf, int64_t len, int64_t rows) {
+    int64_t *offsets = malloc((size_t)(rows + 1) * sizeof(int64_t));
+    if (!offsets) return 2;
+    int64_t row = 0;
+    offsets[0] = 0;
+    for (int64_t j = 0; j < len; j++)
+        if (buf[j] == '\n') offsets[++row] = j + 1;
+    offsets[rows] = len;
+    uint16_t state[RF_LTHASH_LANES];
+    memset(state, 0, sizeof state);
+    int64_t status = rf_lthash16_add(LTHASH_CONTEXT, buf, len, offsets, rows, state);
+    free(offsets);
+    if (status != 0) return 2;
+    printf(" lthash %04x%04x%04x%04x\n", state[0], state[1], state[2], state[3]);
+    return 0;
+}
 
 static uint8_t *read_file(const char *path, int64_t *len) {
     FILE *f = fopen(path, "rb");
@@ -65,10 +88,11 @@ int main(int argc, char **argv) {
         out.row_cap = rows;
         int64_t n = rf_validate_events(buf, len, max_line, &out);
         if (n >= 0)
-            printf("%s rows %lld\n", argv[i], (long long)n);
+            printf("%s rows %lld", argv[i], (long long)n);
         else
-            printf("%s fallback %d line %lld\n", argv[i], out.fallback_code,
+            printf("%s fallback %d line %lld", argv[i], out.fallback_code,
                    (long long)out.fallback_line);
+        if (print_lthash(buf, len, rows) != 0) return 2;
         for (int k = 0; k < RF_STRCOLS; k++) {
             free(out.str[k].offsets);
             free(out.str[k].data);
