@@ -150,10 +150,10 @@ class Home:
         if tenant is not None:
             validate_tenant(tenant)
         if isinstance(self.objects, S3ObjectStore):
-            with self._s3_lock(tenant) as fence:
+            with self._s3_lock(tenant) as fence, self.lake.pinned():
                 yield fence
             return
-        with self._local_lock(tenant):
+        with self._local_lock(tenant), self.lake.pinned():
             yield LOCAL_FENCE
 
     @contextlib.contextmanager

@@ -2,7 +2,10 @@
 
 The metrics (SPEC §6) are recomputed from the `ingest_receipts` table on every run, never
 incremented in memory, so they are cumulative across runs and processes and survive a crash:
-a lost publish is repaired by the next one. They are written in the Prometheus text format to
+a lost publish is repaired by the next one. Each of the table's files is summed once
+(`cache/metrics/receipt-files.json` keeps the sums by file; Delta files never change, and a
+file that compaction or retention removed leaves the sum with its entry), so a run reads only
+the files written since the last. They are written in the Prometheus text format to
 `<home>/metrics/runtime_facts.prom`, atomically (temp file, fsync, rename), for node_exporter's
 textfile collector (`--collector.textfile.directory=<home>/metrics`).
 """
@@ -10,12 +13,15 @@ textfile collector (`--collector.textfile.directory=<home>/metrics`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 import polars as pl
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -24,6 +30,7 @@ from prometheus_client.registry import Collector
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ledger import sync_receipts
 from runtime_facts.pipeline.prepare import count_cas_misses
+from runtime_facts.stores.lake import scan_table
 from runtime_facts.stores.objects import LocalObjectStore
 from runtime_facts.stores.receipts import canonical_json
 
@@ -44,12 +51,12 @@ class ReceiptMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Yield the SPEC §6 metric families (plus batches by status)."""
-        receipts = self._receipts()
+        sums = receipt_sums(self.home)
         by_tenant = (
-            receipts.group_by("tenant")
+            sums.group_by("tenant")
             .agg(
-                pl.col("accepted_count").filter(pl.col("status") == "accepted").sum().alias("ev"),
-                (pl.col("status") == "rejected").sum().alias("failures"),
+                pl.col("ev").sum(),
+                pl.col("n").filter(pl.col("status") == "rejected").sum().alias("failures"),
             )
             .sort("tenant")
         )
@@ -74,50 +81,109 @@ class ReceiptMetrics(Collector):
             "Batch ingest attempts by outcome (accepted, rejected, duplicate).",
             labels=["tenant", "status"],
         )
-        by_status = receipts.group_by("tenant", "status").len().sort("tenant", "status")
+        by_status = (
+            sums.group_by("tenant", "status").agg(pl.col("n").sum()).sort("tenant", "status")
+        )
         for tenant, status, count in by_status.iter_rows():
             batches.add_metric([tenant, status], float(count))
         yield batches
 
-        seconds = receipts.get_column("duration_ms").fill_null(0.0) / 1000.0
-        buckets = [(_le(bound), float((seconds <= bound).sum())) for bound in LATENCY_BUCKETS]
-        buckets.append(("+Inf", float(seconds.len())))
+        total = sums.select(pl.exclude("tenant", "status").sum()).row(0, named=True)
+        buckets = [
+            (_le(bound), float(total[f"le_{i}"] or 0)) for i, bound in enumerate(LATENCY_BUCKETS)
+        ]
+        buckets.append(("+Inf", float(total["n"] or 0)))
         yield HistogramMetricFamily(
             "signals_runtime_ingest_latency_seconds",
             "Wall time of one batch ingest attempt, from read to sealed receipt.",
             buckets=buckets,
-            sum_value=float(seconds.sum()),
+            sum_value=float(total["us"] or 0) / 1e6,
         )
 
-        receipted_misses = int(
-            receipts.get_column("reason_codes").list.contains("cas_miss").fill_null(False).sum()
-        )
-        misses = receipted_misses + count_cas_misses(self.home)
+        misses = int(total["misses"] or 0) + count_cas_misses(self.home)
         yield CounterMetricFamily(
             "signals_runtime_cas_miss",
             "Batches that were not found in CAS when an ingest read them.",
             value=float(misses),
         )
         self.totals = {
-            "receipts": float(receipts.height),
+            "receipts": float(total["n"] or 0),
             "events": float(by_tenant.get_column("ev").sum() or 0),
             "failures": float(by_tenant.get_column("failures").sum() or 0),
             "cas_misses": float(misses),
         }
 
-    def _receipts(self) -> pl.DataFrame:
+
+SUMS_KEY = "cache/metrics/receipt-files.json"
+_SUM_COLUMNS = ["n", "ev", "us", "misses", *(f"le_{i}" for i in range(len(LATENCY_BUCKETS)))]
+_SUMS_SCHEMA = {
+    "tenant": pl.String(),
+    "status": pl.String(),
+    **dict.fromkeys(_SUM_COLUMNS, pl.Int64()),
+}
+
+
+def _sum_receipts(receipts: pl.DataFrame) -> pl.DataFrame:
+    """Additive sums of receipts by (tenant, status): count, accepted events, duration in whole
+    microseconds (integers: the total does not depend on the order files are added in),
+    receipted CAS misses, and the count at or under each latency bucket's bound."""
+    micros = (pl.col("duration_ms").fill_null(0.0) * 1000).round(0).cast(pl.Int64)
+    return (
+        receipts.with_columns(pl.col("tenant").fill_null(UNKNOWN_TENANT))
+        .group_by("tenant", "status")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            pl.col("accepted_count").filter(pl.col("status") == "accepted").sum().alias("ev"),
+            micros.sum().alias("us"),
+            pl.col("reason_codes").list.contains("cas_miss").fill_null(False).sum().alias("misses"),
+            *(
+                (micros <= round(bound * 1e6)).sum().alias(f"le_{i}")
+                for i, bound in enumerate(LATENCY_BUCKETS)
+            ),
+        )
+        .select([pl.col(c).cast(t) for c, t in _SUMS_SCHEMA.items()])
+    )
+
+
+def receipt_sums(home: Home) -> pl.DataFrame:
+    """The sums of `_sum_receipts` over every receipt in the table, one row per file and
+    (tenant, status): files summed by an earlier run come from the cache, the others are read."""
+    if not home.lake.exists():
+        return pl.DataFrame(schema=_SUMS_SCHEMA)
+    table = home.lake.table("ingest_receipts")
+    live = table.file_uris()
+    cached = _load_sums(home, str(table.metadata().id))
+    new = [uri for uri in live if uri not in cached]
+    if new:
         columns = ["tenant", "status", "accepted_count", "duration_ms", "reason_codes"]
-        if not self.home.lake.exists():
-            schema = {
-                "tenant": pl.String(),
-                "status": pl.String(),
-                "accepted_count": pl.Int64(),
-                "duration_ms": pl.Float64(),
-                "reason_codes": pl.List(pl.String()),
-            }
-            return pl.DataFrame(schema=schema)
-        frame = self.home.lake.scan("ingest_receipts").select(columns).collect()
-        return frame.with_columns(pl.col("tenant").fill_null(UNKNOWN_TENANT))
+        for uri in new:
+            frame = scan_table(table, None, home.lake.storage_options, files=[uri])
+            cached[uri] = _sum_receipts(frame.select(columns).collect())
+    kept = {uri: cached[uri] for uri in live}
+    if new or len(kept) != len(cached):
+        _save_sums(home, str(table.metadata().id), kept)
+    return pl.concat([pl.DataFrame(schema=_SUMS_SCHEMA), *kept.values()])
+
+
+def _load_sums(home: Home, table_id: str) -> dict[str, pl.DataFrame]:
+    try:
+        doc = orjson.loads((home.root / SUMS_KEY).read_bytes())
+        if doc["table_id"] != table_id:
+            return {}
+        return {
+            str(uri): pl.DataFrame(rows, schema=_SUMS_SCHEMA, orient="row")
+            for uri, rows in doc["files"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
+        return {}  # missing or damaged: every file is summed again
+
+
+def _save_sums(home: Home, table_id: str, sums: dict[str, pl.DataFrame]) -> None:
+    path = home.path(*SUMS_KEY.split("/"))
+    doc = {"table_id": table_id, "files": {uri: f.rows() for uri, f in sorted(sums.items())}}
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(orjson.dumps(doc))
+    tmp.replace(path)
 
 
 def _le(bound: float) -> str:

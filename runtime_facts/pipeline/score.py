@@ -300,12 +300,14 @@ def _recompute_one(
         assert saved is not None
         touched = recent_facts.filter(pl.col("_seq") > saved.facts_seq)["symbol_id"].unique()
         only = in_subject & pl.col("symbol_id").is_in(touched.implode())
-        facts = lake.read("runtime_facts", tenant=tenant, where=only)
+        # Both reads filter the whole subject's base files: run them side by side.
+        facts, previous = lake.read_all(
+            [("runtime_facts", only), ("reachability_states", only)], tenant=tenant
+        )
         part = (
             None if static is None else static.filter(pl.col("symbol_id").is_in(touched.implode()))
         )
         scored = score_symbols(part, runtime_evidence(facts), params, window=window)
-        previous = lake.read("reachability_states", tenant=tenant, where=only)
         changed, removed = _changed_states(scored, previous)
         old = previous.join(changed.select("symbol_id"), on="symbol_id", how="semi")
         state = lthash.update(
@@ -314,11 +316,12 @@ def _recompute_one(
             removed=pl.concat([old.select(changed.columns), removed.select(changed.columns)]),
         )
     else:
-        facts = lake.read("runtime_facts", tenant=tenant, where=in_subject)
+        facts, previous = lake.read_all(
+            [("runtime_facts", in_subject), ("reachability_states", in_subject)], tenant=tenant
+        )
         scored = score_symbols(
             static, runtime_evidence(facts), params, window=window if static is not None else None
         )
-        previous = lake.read("reachability_states", tenant=tenant, where=in_subject)
         changed, removed = _changed_states(scored, previous)
         state = lthash.of(scored)
     # The version the stored states are at: a version may also be published by a crashed run

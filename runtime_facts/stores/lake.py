@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -132,7 +134,11 @@ def file_actions(table: DeltaTable) -> pl.DataFrame:
 
 
 def scan_table(
-    table: DeltaTable, tenant: str | None = None, storage_options: dict[str, str] | None = None
+    table: DeltaTable,
+    tenant: str | None = None,
+    storage_options: dict[str, str] | None = None,
+    *,
+    files: list[str] | None = None,
 ) -> pl.LazyFrame:
     """A lazy polars scan of one Delta table version, pruned to a tenant's files when given.
 
@@ -142,13 +148,16 @@ def scan_table(
     small for some Python code (a garbage collection running finalizers there, say), and a
     stack overflow on such a thread kills the process without a traceback
     (docs/reliability.md, "A native crash of the test process").
+
+    `files` (some of `table.file_uris()`) reads only those.
     """
     empty = pl.from_arrow(pa.schema(table.schema().to_arrow()).empty_table())
     assert isinstance(empty, pl.DataFrame)
     full, columns = empty.schema, empty.columns
     partitions = set(table.metadata().partition_columns)
     predicate = None if tenant is None else [("tenant", "=", tenant)]
-    files = table.file_uris(file_pruning_predicate=predicate)
+    if files is None:
+        files = table.file_uris(file_pruning_predicate=predicate)
     if not files:
         frame = pl.LazyFrame(schema=full)
     else:
@@ -186,6 +195,7 @@ class Lake:
         self.root = root.rstrip("/")
         self.storage_options = storage_options
         self._open: dict[str, DeltaTable] = {}
+        self._pins = threading.local()
 
     def path(self, name: str) -> str:
         """Table URI."""
@@ -208,18 +218,42 @@ class Lake:
                 )
                 self._open.pop(name, None)  # a handle on a table that was removed is stale
 
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Within the block (this thread), each table is brought up to date once, at its first
+        use; after that only this process's own commits move it (a write updates its handle).
+
+        `Home.commit_lock` enters it. Under a tenant's lock that is safe: nobody else changes
+        that tenant's rows, other tenants' commits add and remove files of their own
+        partitions only, and files are deleted (vacuum, retention) only under the home lock,
+        which is never held at the same time as a tenant's. Under the home lock nobody else
+        commits at all. Outside a block every `table()` refreshes, as before.
+        """
+        if getattr(self._pins, "fresh", None) is not None:
+            yield  # nested: the outer block's handles are as fresh
+            return
+        self._pins.fresh = set()
+        try:
+            yield
+        finally:
+            self._pins.fresh = None
+
     def table(self, name: str, version: int | None = None) -> DeltaTable:
-        """A table at its latest version (kept open, brought up to date) or at a given version."""
+        """A table at its latest version (kept open, brought up to date; once per `pinned`
+        block) or at a given version."""
         if version is not None:
             return DeltaTable(
                 self.path(name), version=version, storage_options=self.storage_options
             )
+        fresh: set[str] | None = getattr(self._pins, "fresh", None)
         table = self._open.get(name)
         if table is None:
             table = DeltaTable(self.path(name), storage_options=self.storage_options)
             self._open[name] = table
-        else:
+        elif fresh is None or name not in fresh:
             table.update_incremental()
+        if fresh is not None:
+            fresh.add(name)
         return table
 
     def version(self, name: str) -> int:
@@ -349,9 +383,19 @@ class Lake:
         self, name: str, *, tenant: str | None = None, where: pl.Expr | None = None
     ) -> pl.DataFrame:
         """Read a table (optionally one tenant, optionally filtered) with the declared dtypes."""
-        frame = self.scan(name, tenant=tenant, where=where)
-        schema = ALL_TABLES[name]
-        return frame.select([pl.col(c).cast(t) for c, t in schema.items()]).collect()
+        return self.read_all([(name, where)], tenant=tenant)[0]
+
+    def read_all(
+        self, reads: list[tuple[str, pl.Expr | None]], *, tenant: str | None = None
+    ) -> list[pl.DataFrame]:
+        """`read` of each (table, where), collected together: polars runs them side by side."""
+        frames = [
+            self.scan(name, tenant=tenant, where=where).select(
+                [pl.col(c).cast(t) for c, t in ALL_TABLES[name].items()]
+            )
+            for name, where in reads
+        ]
+        return pl.collect_all(frames)
 
     def upsert(
         self,

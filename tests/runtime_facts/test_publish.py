@@ -141,3 +141,43 @@ def test_export_receipts_copies_the_sealed_receipts(home: Home, stage: Stage, cl
     assert export == {"path": str(path), "receipts": 1, "missing": []}
     sealed = [r for r in home.receipts if r["receipt_sha256"] == outcomes[0]["receipt_sha256"]]
     assert path.read_bytes() == canonical_json(sealed[0]) + b"\n"
+
+
+def test_each_receipts_file_is_summed_once_and_the_sums_follow_compaction(
+    home: Home, stage: Stage, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-file sums give the metrics a full read gives, read only the files written
+    since the last run, and drop files compaction replaced (their rows are in the new file)."""
+    import runtime_facts.pipeline.publish as publish
+    from runtime_facts.ops.compact import compact
+
+    read: list[str] = []
+    real = publish._sum_receipts
+
+    def counting(receipts: Any) -> Any:
+        read.append("file")
+        return real(receipts)
+
+    monkeypatch.setattr(publish, "_sum_receipts", counting)
+
+    def fresh() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        (home.root / publish.SUMS_KEY).unlink()
+        publish_run(home, [])
+        return _metrics(home)
+
+    for text in (GOOD, BAD, '{"symbolId":"sym:c","hitCount":1}\n'):
+        stage(text)
+        publish_run(home, _outcomes(home, clock))
+    files = len(home.lake.table("ingest_receipts").file_uris())
+    assert files >= 3
+    assert len(read) == files  # every file once, not once per run
+    cached = _metrics(home)
+    assert cached == fresh()
+    assert cached[("signals_runtime_events_total", (("tenant", "acme"),))] == 3
+
+    compact(home, vacuum=False)
+    read.clear()
+    publish_run(home, [])
+    assert len(home.lake.table("ingest_receipts").file_uris()) < files
+    assert len(read) == len(home.lake.table("ingest_receipts").file_uris())
+    assert _metrics(home) == cached == fresh()
