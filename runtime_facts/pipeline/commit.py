@@ -20,7 +20,13 @@ from runtime_facts.errors import BatchRejected
 from runtime_facts.home import Home
 from runtime_facts.logs import log_batch
 from runtime_facts.pipeline.fold import fold_tenant
-from runtime_facts.pipeline.ledger import batches_in_lake, commit_metadata, repair, tenant_hits
+from runtime_facts.pipeline.ledger import (
+    batches_in_lake,
+    commit_metadata,
+    record_commit,
+    repair,
+    tenant_hits,
+)
 from runtime_facts.pipeline.outcomes import Clock, Prepared
 from runtime_facts.stores.s3 import Fence
 from transforms.fold import fold_facts
@@ -102,6 +108,8 @@ def _commit_domain(
             rows,
             metadata=commit_metadata([drafts[i] for i, _ in accepted]),
         )
+        assert tenant is not None  # accepted batches have a context, hence a tenant
+        record_commit(home, tenant, versions["runtime_fact_batches"], rows)
     sealed = []
     for i, prepared in enumerate(group):
         draft = drafts.get(i) or prepared.receipt("rejected", clock())

@@ -3,7 +3,8 @@
 A batch is in when its rows are committed in `runtime_fact_batches` (SPEC §4). Each tenant's
 batch digests are read from that table (its change data feed, from the version a cached
 index is complete through; the cache lives under `<home>/cache/lake-batches/` and is only a
-shortcut: deleting it is always safe). Every accepted batch's receipt draft also travels in
+shortcut: deleting it is always safe; a commit of this process brings it along without
+reading the rows back, `record_commit`). Every accepted batch's receipt draft also travels in
 the commit's metadata (`runtime-facts.receipts`), so the lake holds what its receipt must say.
 
 `repair` runs at the start of every tenant commit, under the tenant's lock, and makes the two
@@ -101,6 +102,24 @@ def lake_batches(home: Home, tenant: str) -> TenantBatches:
         _memory[key] = known
     _save_cache(home, tenant, known)
     return known
+
+
+def record_commit(home: Home, tenant: str, version: int, rows: pl.DataFrame) -> None:
+    """Bring the tenant's cached index over this process's own commit of `rows` at `version`
+    without reading it back: only when the index is complete through `version - 1` of the
+    same table (then `version` holds these rows and nothing else). Otherwise the next
+    `lake_batches` reads the change feed as usual. Call under the tenant's commit lock."""
+    table = home.lake.table("runtime_fact_batches")
+    key = (home.lake.root, tenant)
+    with _memory_lock:
+        known = _memory.get(key)
+        if known is None or known.version != version - 1:
+            return
+        if known.table_id != str(table.metadata().id) or table.version() != version:
+            return
+        _add_hits(known, rows.select("batch_sha256", "hit_count"))
+        known.version = version
+    _save_cache(home, tenant, known)
 
 
 def batches_in_lake(home: Home, tenant: str, shas: list[str]) -> set[str]:

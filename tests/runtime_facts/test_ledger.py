@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import polars as pl
 import pytest
@@ -161,3 +162,31 @@ def test_a_batch_in_the_lake_is_a_duplicate_whatever_a_retry_validates(
 
     assert [(o.status, o.reason_codes) for o in retry.outcomes] == [("duplicate", [])]
     assert_frame_equal(_facts(home), before)
+
+
+def test_a_commit_of_this_process_advances_the_index_without_reading_it_back(
+    home: Home, stage: Stage, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime_facts.pipeline.ledger as ledger
+
+    reads: list[int] = []
+    real = home.lake.change_reader
+
+    def counting(name: str, start: int, end: int, columns: Any = None, **kw: Any) -> Any:
+        if columns == ["batch_sha256", "hit_count"]:
+            reads.append(start)
+        return real(name, start, end, columns, **kw)
+
+    monkeypatch.setattr(home.lake, "change_reader", counting)
+    shas = []
+    for text in BATCHES:
+        shas.append(stage(text))
+        ingest(home, [shas[-1]], clock=clock)
+    assert reads == []  # each commit brought the index along; nothing was read back
+    kept = dict(ledger.lake_batches(home, "acme").hits)
+    # the index rebuilt from the lake alone says the same
+    ledger._memory.clear()
+    shutil.rmtree(home.root / ledger._CACHE)
+    assert ledger.lake_batches(home, "acme").hits == kept
+    assert set(kept) == set(shas)
+    assert kept[shas[0]] == 1275
