@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from runtime_facts.errors import BatchRejected
-from transforms.dedupe import dedupe_events
+from transforms.dedupe import dedupe_events, owned
 from transforms.schema import EVENT_COLUMNS, UTC_US
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -101,3 +103,19 @@ def test_dedupe_ignores_event_order(
     a = dedupe_events(_events([(s, c, b, h, None, None, None, None) for s, c, b, h in rows]))
     b = dedupe_events(_events([(s, c, b, h, None, None, None, None) for s, c, b, h in shuffled]))
     assert_frame_equal(a, b)
+
+
+def test_owned_rows_do_not_share_the_buffers_they_were_cut_from() -> None:
+    """polars keeps zero-copy views of the buffers a frame came from (the kernel's output
+    arrays): a kept slice must not see those buffers reused, nor keep them alive."""
+    data = np.frombuffer(b"sym:a-long-enough-to-be-out-of-line" * 2, dtype=np.uint8).copy()
+    offsets = np.array([0, 35, 70], dtype=np.int64)
+    column = pa.Array.from_buffers(
+        pa.large_string(), 2, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+    source = pl.DataFrame({"symbol_id": pl.from_arrow(column)})
+    view, kept = source.head(1), owned(source.head(1))
+    data[:5] = np.frombuffer(b"XXXXX", dtype=np.uint8)  # the buffer is reused
+    assert view["symbol_id"][0].startswith("XXXXX")  # a plain slice sees it
+    assert kept["symbol_id"][0] == "sym:a-long-enough-to-be-out-of-line"
+    assert kept.schema == source.schema
