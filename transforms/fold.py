@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from transforms.duck import offline_connection
 from transforms.errors import Reason, TransformError
-from transforms.schema import FACT_KEY, FACT_SCHEMA, INT64_MAX, SUBJECT
+from transforms.schema import BATCH_ROW_SCHEMA, FACT_KEY, FACT_SCHEMA, INT64_MAX, SUBJECT
 
 _SUMS = ("hit_count", "event_count", "batch_count")
 SUMMARY_COLUMNS = (*FACT_KEY, "batch_sha256", "hit_count", "event_count",
@@ -87,6 +87,42 @@ def summarize_batch_stream(stream: pa.RecordBatchReader) -> StreamSummary:
     )
     rows = int(per_key.get_column("batch_count").sum())
     return StreamSummary(summary, grouped.height - per_key.height, rows)
+
+
+def summarize_rows(rows: pl.DataFrame) -> StreamSummary:
+    """`summarize_batch_stream` of rows in memory (`runtime_fact_batches` rows, each batch at
+    most once): the same summary, batch and row counts."""
+    summary = summarize_batch_rows(rows).select(
+        *FACT_KEY,
+        *(pl.col(c).cast(pl.Int128) for c in _SUMS),
+        pl.col("first_observed_at").cast(FACT_SCHEMA["first_observed_at"]),
+        pl.col("last_observed_at").cast(FACT_SCHEMA["last_observed_at"]),
+    )
+    return StreamSummary(summary, rows.get_column("batch_sha256").n_unique(), rows.height)
+
+
+def combine_summaries(parts: list[StreamSummary]) -> StreamSummary:
+    """One summary of disjoint sets of batch rows (each batch in one part only): per key the
+    sums add up and the first/last observations are the extremes."""
+    if len(parts) == 1:
+        return parts[0]
+    frames = [p.summary for p in parts if p.summary.height]
+    if not frames:
+        return parts[0] if parts else summarize_rows(pl.DataFrame(schema=_EMPTY_ROWS))
+    summary = (
+        pl.concat(frames)
+        .group_by(FACT_KEY)
+        .agg(
+            *(pl.col(c).sum() for c in _SUMS),
+            pl.col("first_observed_at").min(),
+            pl.col("last_observed_at").max(),
+        )
+        .select(frames[0].columns)
+    )
+    return StreamSummary(summary, sum(p.batches for p in parts), sum(p.rows for p in parts))
+
+
+_EMPTY_ROWS = {c: BATCH_ROW_SCHEMA[c] for c in SUMMARY_COLUMNS}
 
 
 def fold_facts(current: pl.DataFrame, batches: pl.DataFrame, now: datetime) -> pl.DataFrame:

@@ -19,7 +19,7 @@ import polars as pl
 from runtime_facts.errors import BatchRejected
 from runtime_facts.home import Home
 from runtime_facts.logs import log_batch
-from runtime_facts.pipeline.fold import fold_tenant
+from runtime_facts.pipeline.fold import fold_tenant, remember_commit
 from runtime_facts.pipeline.ledger import (
     batches_in_lake,
     commit_metadata,
@@ -33,13 +33,17 @@ from transforms.fold import fold_facts
 from transforms.schema import INT64_MAX
 
 
-def commit_batches(home: Home, group: list[Prepared], clock: Clock) -> list[dict[str, Any]]:
+def commit_batches(
+    home: Home, group: list[Prepared], clock: Clock, *, remember: bool = False
+) -> list[dict[str, Any]]:
     """Commit prepared batches; returns one sealed receipt per batch, in input order.
 
     Args:
         home: the home.
         group: prepared batches (any mix of tenants, accepted or rejected).
         clock: time source for receipts.
+        remember: keep a summary of each commit for this process's next fold (when one
+            follows: `ingest` with `fold`), so that it does not read the rows back.
 
     Returns:
         The sealed receipts; `status` is accepted, rejected or duplicate.
@@ -53,7 +57,9 @@ def commit_batches(home: Home, group: list[Prepared], clock: Clock) -> list[dict
         with home.commit_lock(tenant) as fence:
             if tenant is not None:
                 repair(home, tenant, clock(), fence)
-            receipts = _commit_domain(home, tenant, [group[i] for i in members], clock, fence)
+            receipts = _commit_domain(
+                home, tenant, [group[i] for i in members], clock, fence, remember
+            )
         sealed.update(zip(members, receipts, strict=True))
     out = [sealed[i] for i in range(len(group))]
     for receipt in out:
@@ -62,7 +68,12 @@ def commit_batches(home: Home, group: list[Prepared], clock: Clock) -> list[dict
 
 
 def _commit_domain(
-    home: Home, tenant: str | None, group: list[Prepared], clock: Clock, fence: Fence
+    home: Home,
+    tenant: str | None,
+    group: list[Prepared],
+    clock: Clock,
+    fence: Fence,
+    remember: bool,
 ) -> list[dict[str, Any]]:
     # The lake's verdict comes first: a batch already in is a duplicate, whatever this
     # attempt's validation said (e.g. a retry under a stricter policy than the one it went in).
@@ -110,6 +121,8 @@ def _commit_domain(
         )
         assert tenant is not None  # accepted batches have a context, hence a tenant
         record_commit(home, tenant, versions["runtime_fact_batches"], rows)
+        if remember:
+            remember_commit(home, tenant, versions["runtime_fact_batches"], rows)
     sealed = []
     for i, prepared in enumerate(group):
         draft = drafts.get(i) or prepared.receipt("rejected", clock())

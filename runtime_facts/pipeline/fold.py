@@ -2,7 +2,8 @@
 
 A tenant's fold reads exactly the batch rows committed since its last fold (the change data
 feed of `runtime_fact_batches`, pruned to the tenant's partition and streamed through a
-DuckDB aggregation), joins the per-key sums to the current rows of those keys and appends the
+DuckDB aggregation; versions this process committed itself just before, as `ingest` does,
+are summarised at commit and not read back: `remember_commit`), joins the per-key sums to the current rows of those keys and appends the
 new cumulative rows of exactly those keys (`Lake.upsert`: the cost follows the batch, not the
 subject) in one commit stamped with a Delta app transaction (`runtime-facts.fold/<tenant>` =
 the batch-table version folded through): a fold is never applied twice, and two tenants fold
@@ -12,6 +13,7 @@ before the fold commits, so a crash between fold and re-score loses no re-score.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,7 +24,14 @@ from runtime_facts.home import Home
 from runtime_facts.pipeline.ledger import repair, sync_receipts
 from runtime_facts.stores.lake import sql_literal
 from runtime_facts.stores.s3 import Fence
-from transforms.fold import SUMMARY_COLUMNS, fold_touched, summarize_batch_stream
+from transforms.fold import (
+    SUMMARY_COLUMNS,
+    StreamSummary,
+    combine_summaries,
+    fold_touched,
+    summarize_batch_stream,
+    summarize_rows,
+)
 from transforms.schema import SUBJECT
 
 FOLD_APP = "runtime-facts.fold"
@@ -88,14 +97,19 @@ def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldRes
     result = FoldResult(facts_version=lake.version("runtime_facts"))
     if done is not None and done >= head:
         return result
-    reader = lake.change_reader(
-        "runtime_fact_batches",
-        0 if done is None else done + 1,
-        head,
-        list(SUMMARY_COLUMNS),
-        predicate=f"tenant = {sql_literal(tenant)}",
-    )
-    stream = summarize_batch_stream(reader)
+    start = 0 if done is None else done + 1
+    table_id = str(lake.table("runtime_fact_batches").metadata().id)
+    parts, unknown = _own_commits(lake.root, table_id, tenant, start, head)
+    for first, last in unknown:
+        reader = lake.change_reader(
+            "runtime_fact_batches",
+            first,
+            last,
+            list(SUMMARY_COLUMNS),
+            predicate=f"tenant = {sql_literal(tenant)}",
+        )
+        parts.append(summarize_batch_stream(reader))
+    stream = combine_summaries(parts)
     if not stream.rows:
         return result
     summary = stream.summary
@@ -116,7 +130,58 @@ def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldRes
     result.subjects = triples
     result.folded_batches = stream.batches
     result.folded_rows = stream.rows
+    _forget_commits(lake.root, table_id, tenant, head)
     return result
+
+
+# Summaries of batch-table commits this process made and will fold (`remember_commit`), by
+# (lake root, table id, tenant, version). A fold takes them instead of reading those versions
+# back; every other version is read from the change feed as before.
+_OWN: dict[tuple[str, str, str, int], StreamSummary] = {}
+_OWN_LOCK = threading.Lock()
+
+
+def remember_commit(home: Home, tenant: str, version: int, rows: pl.DataFrame) -> None:
+    """Keep the summary of `rows`, just committed by this process as `version` of
+    `runtime_fact_batches` (a version holds one tenant's rows), for the fold that follows.
+    Call under the tenant's commit lock, right after the commit."""
+    table = home.lake.table("runtime_fact_batches")
+    if table.version() != version:
+        return  # the handle moved past the commit: nothing to vouch for
+    summary = summarize_rows(rows.select(SUMMARY_COLUMNS))
+    with _OWN_LOCK:
+        _OWN[(home.lake.root, str(table.metadata().id), tenant, version)] = summary
+
+
+def _own_commits(
+    root: str, table_id: str, tenant: str, start: int, head: int
+) -> tuple[list[StreamSummary], list[tuple[int, int]]]:
+    """The remembered summaries of versions start..head, and the ranges of the others (the
+    whole range when the others are scattered over more than `_MAX_RANGES` ranges: one read
+    of the change feed then costs less than many)."""
+    parts: list[StreamSummary] = []
+    unknown: list[tuple[int, int]] = []
+    with _OWN_LOCK:
+        known = {v: s for (r, t, n, v), s in _OWN.items() if (r, t, n) == (root, table_id, tenant)}
+    for version in range(start, head + 1):
+        if version in known:
+            parts.append(known[version])
+        elif unknown and unknown[-1][1] == version - 1:
+            unknown[-1] = (unknown[-1][0], version)
+        else:
+            unknown.append((version, version))
+    if len(unknown) > _MAX_RANGES:
+        return [], [(start, head)]
+    return parts, unknown
+
+
+_MAX_RANGES = 8
+
+
+def _forget_commits(root: str, table_id: str, tenant: str, through: int) -> None:
+    with _OWN_LOCK:
+        for key in [k for k in _OWN if k[:3] == (root, table_id, tenant) and k[3] <= through]:
+            del _OWN[key]
 
 
 def folded_through(home: Home, tenant: str) -> int | None:

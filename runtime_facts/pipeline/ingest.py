@@ -71,10 +71,10 @@ def ingest(
     for prepared in iter_prepared(home, todo, options, workers=workers, clock=clock):
         group.append(prepared)
         if len(group) >= COMMIT_GROUP:
-            _commit(home, group, clock, summary, on_batch)
+            _commit(home, group, clock, summary, on_batch, remember=fold)
             group = []
     if group:
-        _commit(home, group, clock, summary, on_batch)
+        _commit(home, group, clock, summary, on_batch, remember=fold)
     if summary.batches:
         home.receipts.checkpoint(clock())  # with a signing key, every run ends signed
     touched = sorted({o.tenant for o in summary.outcomes if o.tenant is not None})
@@ -101,8 +101,10 @@ def _commit(
     clock: Clock,
     summary: IngestSummary,
     on_batch: Callable[[BatchOutcome], None] | None,
+    *,
+    remember: bool,
 ) -> None:
-    for receipt in commit_batches(home, group, clock):
+    for receipt in commit_batches(home, group, clock, remember=remember):
         outcome = BatchOutcome.from_receipt(receipt)
         summary.add(outcome)
         if on_batch is not None:

@@ -334,9 +334,8 @@ class Lake:
         """
         if name in MERGED_KEYS:
             base, recent = self.merged_tables(name, version)
-            frame = merged_scan(name, base, recent, tenant, self.storage_options, where=where)
-        else:
-            frame = scan_table(self.table(name, version), tenant, self.storage_options)
+            return merged_scan(name, base, recent, tenant, self.storage_options, where=where)
+        frame = scan_table(self.table(name, version), tenant, self.storage_options)
         return frame if where is None else frame.filter(where)
 
     def merged_tables(
@@ -596,25 +595,37 @@ def merged_scan(
     *,
     where: pl.Expr | None = None,
 ) -> pl.LazyFrame:
-    """The merged rows of a base and a recent table (one row per key, `MERGED_KEYS`).
+    """The merged rows of a base and a recent table (one row per key, `MERGED_KEYS`),
+    filtered by `where` when given.
 
     A `where` on key columns only is applied to both sides before they are merged (a key's
     rows all match it or none do), so reading a few keys costs a filtered scan, not a join
-    over the whole table; any other `where` is left to the caller, after the merge.
+    over the whole table; any other `where` is applied after the merge. A side with no files
+    (in the tenant's partition) is not scanned or filtered at all.
     """
     keys, columns = MERGED_KEYS[name], list(TABLES[name])
-    frame = scan_table(base, tenant, storage_options)
     early = where is not None and set(where.meta.root_names()) <= set(keys)
-    if early:
+    base_files = _live_files(base, tenant)
+    frame = scan_table(base, tenant, storage_options, files=base_files)
+    if early and base_files:
         frame = frame.filter(where)  # type: ignore[arg-type]
-    if recent is None:
-        return frame
-    changes = scan_table(recent, tenant, storage_options)
-    if early:
-        changes = changes.filter(where)  # type: ignore[arg-type]
-    latest = changes.sort("_seq").unique(subset=keys, keep="last")
-    kept = frame.join(latest.select(keys), on=keys, how="anti", nulls_equal=True)
-    return pl.concat([kept, latest.filter(~pl.col("_removed")).select(columns)])
+    recent_files = [] if recent is None else _live_files(recent, tenant)
+    if recent is not None and recent_files:
+        changes = scan_table(recent, tenant, storage_options, files=recent_files)
+        if early:
+            changes = changes.filter(where)  # type: ignore[arg-type]
+        latest = changes.sort("_seq").unique(subset=keys, keep="last")
+        kept = frame.join(latest.select(keys), on=keys, how="anti", nulls_equal=True)
+        frame = pl.concat([kept, latest.filter(~pl.col("_removed")).select(columns)])
+    elif not base_files:
+        return frame  # no rows on either side
+    return frame if where is None or early else frame.filter(where)
+
+
+def _live_files(table: DeltaTable, tenant: str | None) -> list[str]:
+    predicate = None if tenant is None else [("tenant", "=", tenant)]
+    files: list[str] = table.file_uris(file_pruning_predicate=predicate)
+    return files
 
 
 def _from_ms(stamp: int) -> datetime:

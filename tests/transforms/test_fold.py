@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from runtime_facts.errors import BatchRejected
 from transforms.fold import (
     SUMMARY_COLUMNS,
+    combine_summaries,
     fold_facts,
     summarize_batch_rows,
     summarize_batch_stream,
+    summarize_rows,
 )
 from transforms.schema import BATCH_ROW_SCHEMA, FACT_KEY, FACT_SCHEMA
 
@@ -124,3 +126,44 @@ def test_streamed_summary_equals_the_in_memory_one(
         frame.get_column("batch_sha256").n_unique(),
         frame.height,
     )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from("1234"),
+            st.sampled_from("abc"),
+            st.sampled_from([None, "x"]),
+            st.integers(1, 2**62),
+            st.integers(0, 10**6),
+        ),
+        max_size=30,
+        unique_by=lambda r: (r[0], r[1], r[2]),  # a batch holds one row per key
+    ),
+)
+def test_summaries_of_disjoint_batches_combine_into_the_whole_ones(
+    rows: list[tuple[str, str, str | None, int, int]],
+) -> None:
+    """Summaries of each batch's rows, combined, are the summary of all rows, as the change
+    feed's streamed aggregation makes it (what a fold reads otherwise)."""
+    frame = pl.DataFrame(
+        [
+            {**_batch(sha, symbol, hits, code), "first_observed_at": T0.replace(second=s % 60),
+             "last_observed_at": T0.replace(minute=s % 60)}
+            for sha, symbol, code, hits, s in rows
+        ],
+        schema=BATCH_ROW_SCHEMA,
+    )  # fmt: skip
+    parts = [summarize_rows(frame.filter(pl.col("batch_sha256") == sha)) for sha in "1234"]
+    combined = combine_summaries(parts)
+    changes = frame.select(SUMMARY_COLUMNS).with_columns(pl.lit("insert").alias("_change_type"))
+    table = changes.to_arrow(compat_level=pl.CompatLevel.oldest())
+    streamed = summarize_batch_stream(
+        pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=5))
+    )
+    assert combined.summary.schema == streamed.summary.schema
+    assert combined.summary.sort(FACT_KEY, nulls_last=False).equals(
+        streamed.summary.sort(FACT_KEY, nulls_last=False)
+    )
+    assert (combined.batches, combined.rows) == (streamed.batches, streamed.rows)
