@@ -3,16 +3,18 @@
 A tenant's fold reads exactly the batch rows committed since its last fold (the change data
 feed of `runtime_fact_batches`, pruned to the tenant's partition and streamed through a
 DuckDB aggregation; versions this process committed itself just before, as `ingest` does,
-are summarised at commit and not read back: `remember_commit`), joins the per-key sums to the current rows of those keys and appends the
-new cumulative rows of exactly those keys (`Lake.upsert`: the cost follows the batch, not the
-subject) in one commit stamped with a Delta app transaction (`runtime-facts.fold/<tenant>` =
-the batch-table version folded through): a fold is never applied twice, and two tenants fold
-at the same time. The subjects it touched are recorded (`state/recompute-pending/<tenant>.json`)
-before the fold commits, so a crash between fold and re-score loses no re-score.
+are summarised at commit and not read back: `remember_commit`), joins the per-key sums to
+the current rows of those keys and appends the new cumulative rows of exactly those keys
+(`Lake.upsert`: the cost follows the batch, not the subject) in one commit stamped with a
+Delta app transaction (`runtime-facts.fold/<tenant>` = the batch-table version folded
+through): a fold is never applied twice, and two tenants fold at the same time. The
+subjects it touched are recorded (`state/recompute-pending/<tenant>.json`) before the fold
+commits, so a crash between fold and re-score loses no re-score.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +26,7 @@ from runtime_facts.home import Home
 from runtime_facts.pipeline.ledger import repair, sync_receipts
 from runtime_facts.stores.lake import sql_literal
 from runtime_facts.stores.s3 import Fence
+from transforms.dedupe import owned
 from transforms.fold import (
     SUMMARY_COLUMNS,
     StreamSummary,
@@ -134,54 +137,72 @@ def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldRes
     return result
 
 
-# Summaries of batch-table commits this process made and will fold (`remember_commit`), by
-# (lake root, table id, tenant, version). A fold takes them instead of reading those versions
-# back; every other version is read from the change feed as before.
-_OWN: dict[tuple[str, str, str, int], StreamSummary] = {}
+# What this process committed to the batch table and will fold (`remember_commit`): per
+# (lake root, table id, tenant), the versions and one summary of all their rows, kept in
+# buffers of its own (memory follows the distinct keys, not the batches). A fold takes it
+# instead of reading those versions back; every other version is read from the change feed.
+@dataclass
+class _Committed:
+    versions: set[int]
+    summary: StreamSummary
+
+
+_OWN: dict[tuple[str, str, str], _Committed] = {}
 _OWN_LOCK = threading.Lock()
 
 
 def remember_commit(home: Home, tenant: str, version: int, rows: pl.DataFrame) -> None:
-    """Keep the summary of `rows`, just committed by this process as `version` of
-    `runtime_fact_batches` (a version holds one tenant's rows), for the fold that follows.
+    """Add `rows`, just committed by this process as `version` of `runtime_fact_batches`
+    (a version holds one tenant's rows), to what the next fold takes from memory.
     Call under the tenant's commit lock, right after the commit."""
     table = home.lake.table("runtime_fact_batches")
     if table.version() != version:
         return  # the handle moved past the commit: nothing to vouch for
+    key = (home.lake.root, str(table.metadata().id), tenant)
     summary = summarize_rows(rows.select(SUMMARY_COLUMNS))
     with _OWN_LOCK:
-        _OWN[(home.lake.root, str(table.metadata().id), tenant, version)] = summary
+        held = _OWN.get(key)
+        if held is not None:
+            summary = combine_summaries([held.summary, summary])
+        versions = {version} | (held.versions if held is not None else set())
+        _OWN[key] = _Committed(
+            versions, dataclasses.replace(summary, summary=owned(summary.summary))
+        )
 
 
 def _own_commits(
     root: str, table_id: str, tenant: str, start: int, head: int
 ) -> tuple[list[StreamSummary], list[tuple[int, int]]]:
-    """The remembered summaries of versions start..head, and the ranges of the others (the
-    whole range when the others are scattered over more than `_MAX_RANGES` ranges: one read
+    """The remembered summary if all its versions are in start..head (else none: a version
+    folded elsewhere meanwhile must not count twice), and the ranges of the other versions
+    (the whole range when they are scattered over more than `_MAX_RANGES` ranges: one read
     of the change feed then costs less than many)."""
-    parts: list[StreamSummary] = []
-    unknown: list[tuple[int, int]] = []
     with _OWN_LOCK:
-        known = {v: s for (r, t, n, v), s in _OWN.items() if (r, t, n) == (root, table_id, tenant)}
+        held = _OWN.get((root, table_id, tenant))
+    if held is None or not all(start <= v <= head for v in held.versions):
+        return [], [(start, head)]
+    unknown: list[tuple[int, int]] = []
     for version in range(start, head + 1):
-        if version in known:
-            parts.append(known[version])
-        elif unknown and unknown[-1][1] == version - 1:
+        if version in held.versions:
+            continue
+        if unknown and unknown[-1][1] == version - 1:
             unknown[-1] = (unknown[-1][0], version)
         else:
             unknown.append((version, version))
     if len(unknown) > _MAX_RANGES:
         return [], [(start, head)]
-    return parts, unknown
+    return [held.summary], unknown
 
 
 _MAX_RANGES = 8
 
 
 def _forget_commits(root: str, table_id: str, tenant: str, through: int) -> None:
+    """Drop what is folded now (a fold folds every version up to `through`)."""
     with _OWN_LOCK:
-        for key in [k for k in _OWN if k[:3] == (root, table_id, tenant) and k[3] <= through]:
-            del _OWN[key]
+        held = _OWN.get((root, table_id, tenant))
+        if held is not None and max(held.versions) <= through:
+            del _OWN[(root, table_id, tenant)]
 
 
 def folded_through(home: Home, tenant: str) -> int | None:
