@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -71,6 +72,11 @@ def summarize_batch_stream(stream: pa.RecordBatchReader) -> StreamSummary:
     Returns:
         The per-key summary (as `summarize_batch_rows`), the number of batches and of rows.
     """
+    batches = (pa.record_batch(b) for b in stream)  # pyarrow's, or deltalake's arro3 ones
+    first = next((b for b in batches if b.num_rows), None)
+    if first is None:  # nothing in the range (a table's creation, another tenant's commits)
+        return summarize_rows(pl.DataFrame(schema=_EMPTY_ROWS))
+    stream = pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], batches))
     con = offline_connection()
     try:
         con.execute("SET TimeZone = 'UTC'")

@@ -167,3 +167,19 @@ def test_summaries_of_disjoint_batches_combine_into_the_whole_ones(
         streamed.summary.sort(FACT_KEY, nulls_last=False)
     )
     assert (combined.batches, combined.rows) == (streamed.batches, streamed.rows)
+
+
+def test_an_empty_change_feed_is_summarised_without_duckdb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import transforms.fold as fold
+
+    def refuse() -> None:
+        raise AssertionError("no connection for an empty stream")
+
+    monkeypatch.setattr(fold, "offline_connection", refuse)
+    frame = pl.DataFrame(schema=BATCH_ROW_SCHEMA).select(SUMMARY_COLUMNS)
+    table = frame.with_columns(pl.lit("insert").alias("_change_type")).to_arrow()
+    result = summarize_batch_stream(pa.RecordBatchReader.from_batches(table.schema, []))
+    assert (result.summary.height, result.batches, result.rows) == (0, 0, 0)
+    assert result.summary.schema == summarize_rows(frame).summary.schema
