@@ -58,7 +58,7 @@ def commit_batches(
             if tenant is not None:
                 repair(home, tenant, clock(), fence)
             receipts = _commit_domain(
-                home, tenant, [group[i] for i in members], clock, fence, remember
+                home, tenant, [group[i] for i in members], clock, fence, remember=remember
             )
         sealed.update(zip(members, receipts, strict=True))
     out = [sealed[i] for i in range(len(group))]
@@ -73,7 +73,8 @@ def _commit_domain(
     group: list[Prepared],
     clock: Clock,
     fence: Fence,
-    remember: bool,
+    *,
+    remember: bool = False,
 ) -> list[dict[str, Any]]:
     # The lake's verdict comes first: a batch already in is a duplicate, whatever this
     # attempt's validation said (e.g. a retry under a stricter policy than the one it went in).

@@ -29,10 +29,10 @@ from runtime_facts.pipeline.ingest import ingest
 home_dir, tenant, record = sys.argv[1:4]
 real = commit._commit_domain
 
-def recorded(home, name, group, clock, fence):
+def recorded(home, name, group, clock, fence, **kw):
     start = time.time()
     time.sleep(1.0)
-    out = real(home, name, group, clock, fence)
+    out = real(home, name, group, clock, fence, **kw)
     with open(record, "ab") as handle:
         handle.write(orjson.dumps({"tenant": name, "start": start, "end": time.time()}) + b"\\n")
     return out
