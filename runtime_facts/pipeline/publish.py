@@ -151,36 +151,51 @@ def receipt_sums(home: Home) -> pl.DataFrame:
     if not home.lake.exists():
         return pl.DataFrame(schema=_SUMS_SCHEMA)
     table = home.lake.table("ingest_receipts")
-    live = table.file_uris()
+    live = {_in_table(table.table_uri, uri): uri for uri in table.file_uris()}
     cached = _load_sums(home, str(table.metadata().id))
-    new = [uri for uri in live if uri not in cached]
-    if new:
-        columns = ["tenant", "status", "accepted_count", "duration_ms", "reason_codes"]
-        for uri in new:
-            frame = scan_table(table, None, home.lake.storage_options, files=[uri])
-            cached[uri] = _sum_receipts(frame.select(columns).collect())
-    kept = {uri: cached[uri] for uri in live}
-    if new or len(kept) != len(cached):
+    known = set(cached.get_column("file").to_list())
+    new = [name for name in live if name not in known]
+    columns = ["tenant", "status", "accepted_count", "duration_ms", "reason_codes"]
+    fresh = [
+        _sum_receipts(
+            scan_table(table, None, home.lake.storage_options, files=[live[name]])
+            .select(columns)
+            .collect()
+        ).select(pl.lit(name).alias("file"), *_SUMS_SCHEMA)
+        for name in new
+    ]
+    kept = pl.concat([cached, *fresh]).filter(pl.col("file").is_in(list(live)))
+    if new or kept.height != cached.height:
         _save_sums(home, str(table.metadata().id), kept)
-    return pl.concat([pl.DataFrame(schema=_SUMS_SCHEMA), *kept.values()])
+    return kept.drop("file")
 
 
-def _load_sums(home: Home, table_id: str) -> dict[str, pl.DataFrame]:
+_CACHED_SCHEMA = {"file": pl.String(), **_SUMS_SCHEMA}
+
+
+def _in_table(table_uri: str, uri: str) -> str:
+    """A file's path inside its table (what the Delta log records): the key of its sums,
+    the same wherever the home is."""
+    root = table_uri.rstrip("/")
+    for prefix in (root + "/", root.removeprefix("file://") + "/"):
+        if uri.startswith(prefix):
+            return uri[len(prefix) :]
+    return uri
+
+
+def _load_sums(home: Home, table_id: str) -> pl.DataFrame:
     try:
         doc = orjson.loads((home.root / SUMS_KEY).read_bytes())
-        if doc["table_id"] != table_id:
-            return {}
-        return {
-            str(uri): pl.DataFrame(rows, schema=_SUMS_SCHEMA, orient="row")
-            for uri, rows in doc["files"].items()
-        }
+        if doc["table_id"] == table_id:
+            return pl.DataFrame(doc["rows"], schema=_CACHED_SCHEMA, orient="row")
     except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError):
-        return {}  # missing or damaged: every file is summed again
+        pass  # missing or damaged: every file is summed again
+    return pl.DataFrame(schema=_CACHED_SCHEMA)
 
 
-def _save_sums(home: Home, table_id: str, sums: dict[str, pl.DataFrame]) -> None:
+def _save_sums(home: Home, table_id: str, sums: pl.DataFrame) -> None:
     path = home.path(*SUMS_KEY.split("/"))
-    doc = {"table_id": table_id, "files": {uri: f.rows() for uri, f in sorted(sums.items())}}
+    doc = {"table_id": table_id, "rows": sums.sort("file", "tenant", "status").rows()}
     tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(orjson.dumps(doc))
     tmp.replace(path)

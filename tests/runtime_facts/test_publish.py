@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from runtime_facts.config import Settings
 from runtime_facts.errors import NotFoundError
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest, ingest_one
@@ -144,7 +146,7 @@ def test_export_receipts_copies_the_sealed_receipts(home: Home, stage: Stage, cl
 
 
 def test_each_receipts_file_is_summed_once_and_the_sums_follow_compaction(
-    home: Home, stage: Stage, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    home: Home, stage: Stage, clock: Clock, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     """The per-file sums give the metrics a full read gives, read only the files written
     since the last run, and drop files compaction replaced (their rows are in the new file)."""
@@ -181,3 +183,11 @@ def test_each_receipts_file_is_summed_once_and_the_sums_follow_compaction(
     assert len(home.lake.table("ingest_receipts").file_uris()) < files
     assert len(read) == len(home.lake.table("ingest_receipts").file_uris())
     assert _metrics(home) == cached == fresh()
+
+    # the sums are kept by the file's path in the table: a home moved elsewhere keeps them
+    moved = tmp_path / "moved"
+    shutil.copytree(home.root, moved)
+    read.clear()
+    publish_run(Home(Settings.load(str(moved))), [])
+    assert read == []
+    assert _metrics(Home(Settings.load(str(moved)))) == cached
