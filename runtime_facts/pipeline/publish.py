@@ -123,14 +123,14 @@ _SUMS_SCHEMA = {
 }
 
 
-def _sum_receipts(receipts: pl.DataFrame) -> pl.DataFrame:
+def _sum_receipts(receipts: pl.DataFrame, *, by: tuple[str, ...] = ()) -> pl.DataFrame:
     """Additive sums of receipts by (tenant, status): count, accepted events, duration in whole
     microseconds (integers: the total does not depend on the order files are added in),
     receipted CAS misses, and the count at or under each latency bucket's bound."""
     micros = (pl.col("duration_ms").fill_null(0.0) * 1000).round(0).cast(pl.Int64)
     return (
         receipts.with_columns(pl.col("tenant").fill_null(UNKNOWN_TENANT))
-        .group_by("tenant", "status")
+        .group_by(*by, "tenant", "status")
         .agg(
             pl.len().cast(pl.Int64).alias("n"),
             pl.col("accepted_count").filter(pl.col("status") == "accepted").sum().alias("ev"),
@@ -141,7 +141,7 @@ def _sum_receipts(receipts: pl.DataFrame) -> pl.DataFrame:
                 for i, bound in enumerate(LATENCY_BUCKETS)
             ),
         )
-        .select([pl.col(c).cast(t) for c, t in _SUMS_SCHEMA.items()])
+        .select(*by, *(pl.col(c).cast(t) for c, t in _SUMS_SCHEMA.items()))
     )
 
 
@@ -156,14 +156,17 @@ def receipt_sums(home: Home) -> pl.DataFrame:
     known = set(cached.get_column("file").to_list())
     new = [name for name in live if name not in known]
     columns = ["tenant", "status", "accepted_count", "duration_ms", "reason_codes"]
-    fresh = [
-        _sum_receipts(
-            scan_table(table, None, home.lake.storage_options, files=[live[name]])
-            .select(columns)
-            .collect()
-        ).select(pl.lit(name).alias("file"), *_SUMS_SCHEMA)
-        for name in new
-    ]
+    fresh = []
+    if new:
+        paths = [live[name] for name in new]
+        rows = scan_table(
+            table, None, home.lake.storage_options, files=paths, file_column="file"
+        ).select(*columns, "file")
+        frame = rows.collect()
+        # named back as the log names them (the scan reports the path it was given)
+        names = dict(zip(paths, new, strict=True))
+        frame = frame.with_columns(pl.col("file").replace_strict(names, return_dtype=pl.String))
+        fresh = [_sum_receipts(frame, by=("file",)).select(*_CACHED_SCHEMA)]
     kept = pl.concat([cached, *fresh]).filter(pl.col("file").is_in(list(live)))
     if new or kept.height != cached.height:
         _save_sums(home, str(table.metadata().id), kept)

@@ -139,6 +139,7 @@ def scan_table(
     storage_options: dict[str, str] | None = None,
     *,
     files: list[str] | None = None,
+    file_column: str | None = None,
 ) -> pl.LazyFrame:
     """A lazy polars scan of one Delta table version, pruned to a tenant's files when given.
 
@@ -149,7 +150,8 @@ def scan_table(
     stack overflow on such a thread kills the process without a traceback
     (docs/reliability.md, "A native crash of the test process").
 
-    `files` (some of `table.file_uris()`) reads only those.
+    `files` (some of `table.file_uris()`) reads only those; `file_column` adds a column of
+    each row's file, as `file_uris()` names it.
     """
     empty = pl.from_arrow(pa.schema(table.schema().to_arrow()).empty_table())
     assert isinstance(empty, pl.DataFrame)
@@ -170,7 +172,8 @@ def scan_table(
             extra_columns="ignore",
             storage_options=_read_options(storage_options),
             credential_provider=None,  # keys come from storage_options, never a Python callback
-        ).select(columns)
+            include_file_paths=file_column,
+        ).select(columns if file_column is None else [*columns, file_column])
     if tenant is not None:
         frame = frame.filter(pl.col("tenant") == tenant)
     return frame
