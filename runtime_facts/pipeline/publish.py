@@ -155,25 +155,44 @@ def receipt_sums(home: Home) -> pl.DataFrame:
     cached = _load_sums(home, str(table.metadata().id))
     known = set(cached.get_column("file").to_list())
     new = [name for name in live if name not in known]
-    columns = ["tenant", "status", "accepted_count", "duration_ms", "reason_codes"]
     fresh = []
     if new:
-        paths = [live[name] for name in new]
-        rows = scan_table(
-            table, None, home.lake.storage_options, files=paths, file_column="file"
-        ).select(*columns, "file")
-        frame = rows.collect()
-        # named back as the log names them (the scan reports the path it was given)
-        names = dict(zip(paths, new, strict=True))
-        frame = frame.with_columns(pl.col("file").replace_strict(names, return_dtype=pl.String))
-        fresh = [_sum_receipts(frame, by=("file",)).select(*_CACHED_SCHEMA)]
-    kept = pl.concat([cached, *fresh]).filter(pl.col("file").is_in(list(live)))
+        sums = _sum_receipts(_new_receipts(home, table, live, new), by=("file",))
+        # a file without rows is remembered too (a row of no tenant), or it is read every run
+        empty = sorted(set(new) - set(sums.get_column("file").to_list()))
+        fresh = [sums, pl.DataFrame({"file": empty}, schema={"file": pl.String()})]
+    kept = pl.concat([cached, *fresh], how="diagonal_relaxed").filter(
+        pl.col("file").is_in(list(live))
+    )
     if new or kept.height != cached.height:
         _save_sums(home, str(table.metadata().id), kept)
-    return kept.drop("file")
+    return kept.filter(pl.col("status").is_not_null()).drop("file")
 
 
 _CACHED_SCHEMA = {"file": pl.String(), **_SUMS_SCHEMA}
+_RECEIPT_COLUMNS = ["tenant", "status", "accepted_count", "duration_ms", "reason_codes"]
+
+
+def _new_receipts(home: Home, table: Any, live: dict[str, str], new: list[str]) -> pl.DataFrame:
+    """The receipts of the files `new` (paths inside the table), with a `file` column."""
+    options = home.lake.storage_options
+    frame = (
+        scan_table(table, None, options, files=[live[n] for n in new], file_column="file")
+        .select(*_RECEIPT_COLUMNS, "file")
+        .collect()
+    )
+    reported = frame.get_column("file").unique().to_list()
+    names = {path: _in_table(table.table_uri, path) for path in reported}
+    if set(names.values()) <= set(new):
+        return frame.with_columns(pl.col("file").replace_strict(names, return_dtype=pl.String))
+    # the scan named a file otherwise than the log: read the files one by one instead
+    return pl.concat(
+        scan_table(table, None, options, files=[live[n]])
+        .select(*_RECEIPT_COLUMNS)
+        .with_columns(pl.lit(n).alias("file"))
+        .collect()
+        for n in new
+    )
 
 
 def _in_table(table_uri: str, uri: str) -> str:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import polars as pl
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -191,3 +192,26 @@ def test_each_receipts_file_is_summed_once_and_the_sums_follow_compaction(
     publish_run(Home(Settings.load(str(moved))), [])
     assert read == []
     assert _metrics(Home(Settings.load(str(moved)))) == cached
+
+
+def test_receipts_files_the_scan_names_otherwise_are_read_one_by_one(
+    home: Home, stage: Stage, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime_facts.pipeline.publish as publish
+
+    for text in (GOOD, BAD):
+        stage(text)
+        ingest(home, clock=clock)
+    expected = publish_run(home, [])
+    (home.root / publish.SUMS_KEY).unlink()
+    real = publish.scan_table
+
+    def renaming(*args: Any, file_column: str | None = None, **kw: Any) -> Any:
+        frame = real(*args, file_column=file_column, **kw)
+        if file_column is None:
+            return frame
+        return frame.with_columns(pl.lit("elsewhere/part-0.parquet").alias(file_column))
+
+    monkeypatch.setattr(publish, "scan_table", renaming)
+    assert publish_run(home, []) == expected
+    assert publish.receipt_sums(home).get_column("n").sum() == 2

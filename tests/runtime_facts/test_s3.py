@@ -19,6 +19,7 @@ from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home
 from runtime_facts.ops.facts import list_facts
 from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.publish import receipt_sums, write_metrics
 from runtime_facts.stores.s3 import S3Lock, S3ObjectStore
 from runtime_facts.subject import SubjectContext
 from transforms.schema import FACT_KEY
@@ -54,6 +55,20 @@ def test_put_ingest_recompute_query_over_s3_equals_local(s3_home: Home, tmp_path
     assert len(list(s3_home.outbox)) == 1
     again = ingest(s3_home, clock=lambda: NOW)
     assert again.batches == 0
+
+
+def test_metrics_over_s3_sum_every_receipt_once(s3_home: Home, tmp_path: Path) -> None:
+    """The per-file sums resolve the object store's file names as a local home's do."""
+    local = Home(Settings.load(str(tmp_path / "local-home")))
+    for home in (s3_home, local):
+        for chunk in _chunks():
+            home.cas.put("runtime", chunk, CTX)
+        ingest(home, clock=lambda: NOW)
+    totals = write_metrics(local)
+    assert write_metrics(s3_home) == totals
+    assert write_metrics(s3_home) == totals  # from the cached sums
+    assert totals["receipts"] == 4
+    assert receipt_sums(s3_home).get_column("n").sum() == 4
 
 
 def test_cas_objects_are_never_overwritten(s3_home: Home) -> None:
