@@ -77,14 +77,22 @@ def _canonical_chunks(frame: pl.DataFrame, exclude: tuple[str, ...]) -> list[mem
     ordered = _render_timestamps(selected.sort(key, nulls_last=False) if key else selected)
     lines = ordered.select(pl.struct(columns).struct.json_encode() + "\n").to_series()
     # Every line ends with a newline, so the document is the strings' data buffer as it stands.
+    return [
+        memoryview(data)[int(offsets[0]) : int(offsets[-1])] for offsets, data in _buffers(lines)
+    ]
+
+
+def _buffers(lines: pl.Series) -> list[tuple[np.ndarray, pa.Buffer]]:
+    """Per Arrow chunk of a string series: the int64 offsets of its strings (string i is
+    data[offsets[i]:offsets[i + 1]]) and the data buffer they point into."""
     array = lines.to_arrow(compat_level=pl.CompatLevel.oldest())
-    out: list[memoryview] = []
+    out: list[tuple[np.ndarray, pa.Buffer]] = []
     for chunk in array.chunks if isinstance(array, pa.ChunkedArray) else [array]:
         _, offsets_buffer, data = chunk.buffers()
         width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
         offsets = np.frombuffer(offsets_buffer, dtype=width)
-        first, last = int(offsets[chunk.offset]), int(offsets[chunk.offset + len(chunk)])
-        out.append(memoryview(data)[first:last])
+        window = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+        out.append((window.astype(np.int64, copy=False), data))
     return out
 
 
@@ -110,18 +118,7 @@ def canonical_line_buffers(
     per chunk, the int64 offsets of its lines (line i is data[offsets[i]:offsets[i + 1]])
     and the data buffer they point into."""
     lines = _line_series(frame, exclude)
-    if lines is None:
-        return []
-    array = lines.to_arrow(compat_level=pl.CompatLevel.oldest())
-    out: list[tuple[np.ndarray, pa.Buffer]] = []
-    for chunk in array.chunks if isinstance(array, pa.ChunkedArray) else [array]:
-        _, offsets_buffer, data = chunk.buffers()
-        width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-        offsets = np.frombuffer(offsets_buffer, dtype=width)[
-            chunk.offset : chunk.offset + len(chunk) + 1
-        ]
-        out.append((offsets.astype(np.int64, copy=False), data))
-    return out
+    return [] if lines is None else _buffers(lines)
 
 
 def canonical_rows_reference(frame: pl.DataFrame, *, exclude: tuple[str, ...] = ()) -> bytes:
