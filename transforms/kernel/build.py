@@ -4,9 +4,9 @@
     python -m transforms.kernel.build --sanitized OUT   # ASan + UBSan driver (the tests run it)
 
 Portable flags only (no -march=native): the library is built where it runs, but a home may be
-shared by machines of different generations. The vendored BLAKE3 (blake3/) compiles its SSE2
-and SSE4.1 files with those instruction sets and picks one at run time from CPUID, as its own
-build does; elsewhere than x86-64 it is the portable C.
+shared by machines of different generations. The vendored BLAKE3 (blake3/) compiles its SSE2,
+SSE4.1 and AVX-512 files with those instruction sets and picks one at run time from CPUID (and
+the OS's saved-state flags), as its own build does; elsewhere than x86-64 it is the portable C.
 """
 
 from __future__ import annotations
@@ -54,15 +54,21 @@ def blake3_sources() -> list[tuple[Path, list[str]]]:
     common = [BLAKE3 / "blake3.c", BLAKE3 / "blake3_dispatch.c", BLAKE3 / "blake3_portable.c"]
     files: list[tuple[Path, list[str]]] = [(path, []) for path in common]
     if platform.machine().lower() in {"x86_64", "amd64"}:
-        files += [(BLAKE3 / "blake3_sse2.c", ["-msse2"]), (BLAKE3 / "blake3_sse41.c", ["-msse4.1"])]
+        files += [
+            (BLAKE3 / "blake3_sse2.c", ["-msse2"]),
+            (BLAKE3 / "blake3_sse41.c", ["-msse4.1"]),
+            (BLAKE3 / "blake3_avx512.c", ["-mavx512f", "-mavx512vl"]),
+        ]
     return files
 
 
 def blake3_defines() -> list[str]:
-    """Which BLAKE3 back ends are left out (AVX2 and AVX-512 serve inputs longer than a row)."""
-    defines = ["-DBLAKE3_NO_AVX2", "-DBLAKE3_NO_AVX512", "-DBLAKE3_USE_NEON=0"]
+    """Which BLAKE3 back ends are left out. AVX2 only serves inputs of several 1 KiB chunks
+    (a row is one); AVX-512 is kept for its 16-block output (`blake3_xof_many`): the 2 KiB
+    expansion of a row is 32 output blocks, most of the LtHash's cost."""
+    defines = ["-DBLAKE3_NO_AVX2", "-DBLAKE3_USE_NEON=0"]
     if platform.machine().lower() not in {"x86_64", "amd64"}:
-        defines += ["-DBLAKE3_NO_SSE2", "-DBLAKE3_NO_SSE41"]
+        defines += ["-DBLAKE3_NO_SSE2", "-DBLAKE3_NO_SSE41", "-DBLAKE3_NO_AVX512"]
     return defines
 
 

@@ -1,7 +1,8 @@
 /*
  * LtHash16 of many rows in one call: the loop of transforms/lthash.py (expand each row with
  * BLAKE3, add its lanes) without a Python step per row. BLAKE3 is the reference C library
- * (blake3/, version 1.8.6, CC0 or Apache-2.0), with its own runtime dispatch to SSE2/SSE4.1.
+ * (blake3/, version 1.8.6, CC0 or Apache-2.0), with its own runtime dispatch to SSE2, SSE4.1
+ * or AVX-512 (whose 16-block output serves the 2 KiB expansion).
  * tests/transforms/test_lthash.py compares this with the Python path on generated rows, and
  * the sanitizer driver runs it over the hostile corpus.
  *
