@@ -68,7 +68,9 @@ def ingest(
     summary = IngestSummary()
     group: list[Prepared] = []
     workers = home.settings.ingest.workers
-    for prepared in iter_prepared(home, todo, options, workers=workers, clock=clock):
+    for prepared in iter_prepared(
+        home, todo, options, workers=workers, clock=clock, ahead=COMMIT_GROUP
+    ):
         group.append(prepared)
         if len(group) >= COMMIT_GROUP:
             _commit(home, group, clock, summary, on_batch, remember=fold)

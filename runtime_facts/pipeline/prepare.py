@@ -200,14 +200,28 @@ def _tenant_of(home: Home, sha: str) -> str | None:
 
 
 def iter_prepared(
-    home: Home, shas: Iterable[str], options: IngestOptions, *, workers: int, clock: Clock
+    home: Home,
+    shas: Iterable[str],
+    options: IngestOptions,
+    *,
+    workers: int,
+    clock: Clock,
+    ahead: int = 0,
 ) -> Iterator[Prepared]:
-    """Prepare batches on a thread pool, in input order, at most 2 x workers in flight."""
+    """Prepare batches on a thread pool, yielded in input order.
+
+    At most `workers` batches are being prepared at a time, and at most 2 x workers + `ahead`
+    are submitted but not yet taken. A consumer that holds `ahead` batches before it commits
+    them (a commit group) gives `ahead`: the workers then go on preparing while it commits,
+    instead of idling once the window is full. A prepared batch waiting to be taken is only
+    its deduped rows (`dedupe.owned`), so the larger window costs little memory.
+    """
+    window_size = 2 * max(1, workers) + max(0, ahead)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         window: list[Future[Prepared]] = []
         for sha in shas:
             window.append(pool.submit(prepare_batch, home, sha, options, clock=clock))
-            if len(window) >= 2 * max(1, workers):
+            if len(window) >= window_size:
                 yield window.pop(0).result()
         for future in window:
             yield future.result()
