@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from transforms import kernel
+from transforms.dedupe import dedupe_events
 from transforms.diagnose import Limits, diagnose_lines
 from transforms.errors import Reason
 from transforms.schema import (
@@ -48,7 +49,7 @@ _ARROW_MAX_OPENERS = 256  # Arrow's JSON parser recurses: ~20,000 nested bracket
 # test suite ran) the process died with SIGSEGV, which a lock rules out for little cost.
 _ARROW_JSON_LOCK = threading.Lock()
 
-__all__ = ["Limits", "ValidationResult", "validate_events"]
+__all__ = ["DedupedBatch", "Limits", "ValidationResult", "validate_deduped", "validate_events"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,50 @@ def validate_events(text: bytes, limits: Limits, *, native: bool = True) -> Vali
         events = checked.filter(pl.col("reason_code").is_null()).select(EVENT_COLUMNS)
     line_count = frame.height + (0 if fast_path else early.height)
     return ValidationResult(events, rejections, line_count, unknown, fast_path)
+
+
+@dataclass(frozen=True)
+class DedupedBatch:
+    """A batch validated and deduped: what the ingest path needs of it."""
+
+    rejections: pl.DataFrame
+    line_count: int
+    valid_count: int
+    unknown_fields: dict[str, int]
+    native: bool  # validated and deduped by the kernel in one pass
+    _keys: pl.DataFrame | None = None
+    _events: pl.DataFrame | None = None
+
+    def keys(self) -> pl.DataFrame:
+        """One row per key of the valid events (`dedupe_events`' columns and order).
+
+        Raises:
+            TransformError: `hit_count_overflow` when a key's hits pass 2^63-1.
+        """
+        if self._keys is not None:
+            return self._keys
+        assert self._events is not None
+        return dedupe_events(self._events)
+
+
+def validate_deduped(text: bytes, limits: Limits, *, native: bool = True) -> DedupedBatch:
+    """Validate every line of a batch as `validate_events` does, and dedupe the valid ones.
+
+    A batch the kernel reads is deduped in the same pass (`kernel.read_grouped`): its events
+    are never built as columns. Anything else is validated by `validate_events` and deduped
+    by `dedupe_events` (the reference), when `keys()` is asked for: after the caller has seen
+    the rejections, as the ingest path checks them first.
+    """
+    if native and _kernel_applies(limits):
+        read = kernel.read_grouped(text, limits.max_line_bytes)
+        if isinstance(read, kernel.Grouped) and read.keys is not None:
+            return DedupedBatch(kernel.no_rejections(), read.lines, read.lines, {}, True, read.keys)
+    result = validate_events(text, limits, native=native)
+    events = result.events
+    return DedupedBatch(
+        result.rejections, result.line_count, events.height, result.unknown_fields, False,
+        _events=events,
+    )  # fmt: skip
 
 
 def _kernel_applies(limits: Limits) -> bool:

@@ -32,8 +32,8 @@ from runtime_facts.stores.cas import cas_uri, parse_cas_uri
 from runtime_facts.subject import SubjectContext
 from runtime_facts.tracing import batch_span
 from transforms.decompress import gunzip_bounded
-from transforms.dedupe import build_batch_rows, dedupe_events
-from transforms.validate import Limits, validate_events
+from transforms.dedupe import build_batch_rows
+from transforms.validate import Limits, validate_deduped
 
 CAS_MISSES_LOG = ("metrics", "cas_misses.log")
 _MISS_HINT = "re-stage the batch (runtime-facts cas put) or restore the CAS; the task retries"
@@ -104,7 +104,7 @@ def _prepare(home: Home, sha: str, opts: IngestOptions, clock: Clock) -> Prepare
         prepared.decompressed_bytes = len(text)
         del data
         limits = Limits(cfg.max_line_bytes, cfg.max_nesting_depth, cfg.max_number_digits)
-        result = validate_events(text, limits)
+        result = validate_deduped(text, limits)
         del text
         prepared.line_count = result.line_count
         prepared.unknown_fields = result.unknown_fields
@@ -116,13 +116,13 @@ def _prepare(home: Home, sha: str, opts: IngestOptions, clock: Clock) -> Prepare
                 lines=rejected_lines(result.rejections),
                 hint="fix the probe output, or ingest with --allow-partial to quarantine bad lines",
             )
-        if result.events.is_empty():
+        if result.valid_count == 0:
             raise BatchRejected(
                 Reason.NO_VALID_LINES,
                 "no valid line to ingest",
                 lines=rejected_lines(result.rejections),
             )
-        deduped = dedupe_events(result.events)
+        deduped = result.keys()
         prepared.hit_total = int(deduped.get_column("hit_count").cast(pl.Int128).sum())
         ctx = prepared.context
         prepared.rows = build_batch_rows(

@@ -3,9 +3,11 @@
 Differential: every generated or mutated batch goes to both the kernel
 (`transforms.kernel.validate_canonical`) and the exact path (`validate_events(...,
 native=False)`, Arrow + polars rules, or the line-by-line diagnosis). Where the kernel
-accepts, the exact path must find no invalid line and build equal event columns (and equal
-deduped rows). The same mutated batches then run through the kernel built with AddressSanitizer
-and UBSan. Seeded, so a run is repeatable.
+accepts, the exact path must find no invalid line and build equal event columns. The kernel's
+one-pass validate and dedupe (`kernel.read_grouped`) must decline exactly where it declines and
+give the rows of the reference dedupe (`dedupe_events` over the exact path's events), or leave
+the batch to it. The same mutated batches then run through the kernel built with
+AddressSanitizer and UBSan. Seeded, so a run is repeatable.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from transforms import kernel, lthash
 from transforms.dedupe import dedupe_events
 from transforms.errors import TransformError
 from transforms.kernel.build import build_sanitized
-from transforms.validate import Limits, validate_events
+from transforms.validate import Limits, validate_deduped, validate_events
 
 HOSTILE = Path(__file__).resolve().parents[2] / "fixtures" / "hostile"
 LIMITS = Limits()
@@ -50,20 +52,26 @@ def _deduped(events: pl.DataFrame) -> pl.DataFrame | str:
         return str(exc.reason)
 
 
-def agrees(text: bytes) -> bool:
-    """Whether the kernel accepted `text`; asserts the exact path agrees when it did."""
+def agrees(text: bytes, seed: int = 1) -> bool:
+    """Whether the kernel accepted `text`; asserts the exact path agrees when it did, and that
+    the one-pass dedupe agrees with the reference dedupe."""
     got = kernel.validate_canonical(text, LIMITS.max_line_bytes)
+    grouped = kernel.read_grouped(text, LIMITS.max_line_bytes, seed=seed)
     if isinstance(got, kernel.Declined):
+        assert grouped == got, text
         return False
     ref = validate_events(text, LIMITS, native=False)
     assert ref.rejections.rows() == [], f"the kernel accepted what the exact path refuses: {text!r}"
     assert ref.unknown_fields == {}, text
     assert_frame_equal(got, ref.events)
-    deduped, ref_deduped = _deduped(got), _deduped(ref.events)
-    if isinstance(deduped, str) or isinstance(ref_deduped, str):
-        assert deduped == ref_deduped
+    ref_deduped = _deduped(ref.events)
+    assert isinstance(grouped, kernel.Grouped), text
+    assert grouped.lines == ref.line_count
+    if isinstance(ref_deduped, str):
+        assert grouped.keys is None, text  # an overflow: the reference names the key
     else:
-        assert_frame_equal(deduped, ref_deduped)
+        assert grouped.keys is not None, text
+        assert_frame_equal(grouped.keys, ref_deduped)
     return True
 
 
@@ -131,6 +139,68 @@ def test_the_kernel_is_built_and_used_by_validate_events() -> None:
     # caps tighter than the kernel's form leave the batch to the exact path
     assert not validate_events(text, Limits(max_number_digits=19)).kernel
     assert not validate_events(text, Limits(max_nesting_depth=1)).kernel
+
+
+# --- the one-pass dedupe: many lines per key, nulls in every column, overflowing sums ------
+
+_few = st.sampled_from(["a", "b", "ab", "a b", "b0", "abcdefgh", "abcdefghi", "~", "!"])
+_dup_event = st.fixed_dictionaries(
+    {"symbolId": _few, "hitCount": st.one_of(st.integers(1, 9), st.just(10**18 - 1))},
+    optional={
+        "codeId": _few,
+        "loaderBase": st.sampled_from(["0x1", "0X1", "1", "ff", "0xff"]),
+        "process": st.fixed_dictionaries({}, optional={"name": _few}),
+        "processName": _few,
+        "containerId": _few,
+        "evidenceUri": _few,
+        "observedAt": _timestamp,
+    },
+)
+
+
+@settings(FUZZ, max_examples=400)
+@given(events=st.lists(_dup_event, min_size=1, max_size=40), seed=st.integers(0, 2**64 - 1))
+def test_the_one_pass_dedupe_equals_the_reference(events: list[dict[str, Any]], seed: int) -> None:
+    stamps = iter(sorted(e["observedAt"] for e in events if "observedAt" in e))
+    for e in events:
+        if "observedAt" in e:
+            e["observedAt"] = next(stamps)
+    text = ndjson(events)
+    accepted = agrees(text, seed=seed)
+    grouped = kernel.read_grouped(text, LIMITS.max_line_bytes, seed=seed)
+    overflow = isinstance(grouped, kernel.Grouped) and grouped.keys is None
+    event("declined" if not accepted else "overflow" if overflow else "deduped")
+
+
+def test_the_one_pass_dedupe_leaves_an_overflow_to_the_reference() -> None:
+    line = b'{"symbolId":"s","hitCount":999999999999999999}\n'
+    grouped = kernel.read_grouped(line * 10, LIMITS.max_line_bytes)
+    assert grouped == kernel.Grouped(None, 10)
+    batch = validate_deduped(line * 10, LIMITS)
+    assert not batch.native
+    with pytest.raises(TransformError) as caught:
+        batch.keys()
+    assert caught.value.reason == "hit_count_overflow"
+    under = validate_deduped(line * 9, LIMITS)
+    assert under.native
+    assert under.keys().get_column("hit_count").to_list() == [9 * (10**18 - 1)]
+
+
+def test_the_keys_do_not_depend_on_the_seed() -> None:
+    rng = random.Random(3)
+    text = ndjson(
+        [{"symbolId": f"s{rng.randrange(300)}", "hitCount": 1, "codeId": f"c{rng.randrange(3)}",
+          "evidenceUri": f"u{rng.randrange(50)}"} for _ in range(5000)]
+    )  # fmt: skip
+    first = kernel.read_grouped(text, LIMITS.max_line_bytes, seed=0)
+    assert isinstance(first, kernel.Grouped)
+    assert first.keys is not None
+    for seed in (1, 2**63, 2**64 - 1):
+        other = kernel.read_grouped(text, LIMITS.max_line_bytes, seed=seed)
+        assert isinstance(other, kernel.Grouped)
+        assert other.keys is not None
+        assert_frame_equal(other.keys, first.keys)
+    assert_frame_equal(first.keys, dedupe_events(validate_events(text, LIMITS).events))
 
 
 # --- edges of each rule: the kernel accepts only where the exact path does ------------------
@@ -261,6 +331,16 @@ def corpus() -> list[bytes]:
             for i in range(rng.randrange(1, 8))
         ]  # fmt: skip
         texts.append(ndjson(events))
+    for _ in range(40):  # few keys, many lines each: the dedupe's groups and lists fill up
+        events = [
+            {"symbolId": f"sym:{rng.randrange(4)}", "hitCount": rng.choice((1, 2, 10**18 - 1)),
+             **({"codeId": f"c{rng.randrange(2)}"} if rng.random() < 0.7 else {}),
+             **({"containerId": f"k{rng.randrange(3)}"} if rng.random() < 0.7 else {}),
+             "evidenceUri": f"cas://e/{rng.randrange(5)}", "processName": "java"}
+            for _ in range(rng.randrange(1, 30))
+        ]  # fmt: skip
+        texts.append(ndjson(events))
+    texts.append(b'{"symbolId":"s","hitCount":999999999999999999}\n' * 10)  # sums past 2^63-1
     return texts
 
 
@@ -327,6 +407,11 @@ def test_the_kernel_runs_clean_under_asan_and_ubsan(sanitized: Path, tmp_path: P
         assert len(out.stdout.splitlines()) == len(files)
     rows = [line for line in out.stdout.splitlines() if " rows " in line]
     assert len(rows) > 100  # the accepting path ran too, not only the early declines
+    groups = [int(line.split(" groups ")[1].split()[0]) for line in rows]
+    assert sum(g > 0 for g in groups) > 100  # and so did the dedupe
+    written = [int(line.split(" written ")[1].split()[0]) for line in rows if " written " in line]
+    assert written == [g for g in groups if g > 0]  # into outputs of the sizes it reported
+    assert -3 in groups  # an overflow among them (the reference names the key)
     # the LtHash loop ran on every file's pieces too, and agrees with the Python path
     printed = [line.rsplit(" lthash ", 1)[1] for line in out.stdout.splitlines()]
     for path, lanes in list(zip(files, printed, strict=True))[::25]:

@@ -1,10 +1,12 @@
-"""A native kernel for the canonical form of a batch: validate every line in one pass.
+"""A native kernel for the canonical form of a batch: validate every line in one pass, dedupe.
 
 Probes write one form of the JSON (`transforms/kernel/events.c` says which): for a batch in
 that form with every line valid, the kernel fills the event columns directly, several times
 faster than the exact validator (`transforms.validate`). For anything else it declines and the
 exact validator decides, so the kernel can make a batch faster but never change its outcome:
-`tests/transforms/test_kernel.py` compares the two on generated and mutated batches.
+`tests/transforms/test_kernel.py` compares the two on generated and mutated batches. The rows
+it filled are deduped natively too (`dedupe.c`), against `transforms.dedupe.dedupe_events`
+as the reference in the same tests; where that declines, the reference runs.
 
 The shared library is built from source by `make setup` (`python -m transforms.kernel.build`);
 where it is absent (a wheel installed without a compiler) every batch takes the exact path.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,12 +27,14 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from transforms.schema import REJECTION_SCHEMA
+from transforms.schema import BATCH_ROW_SCHEMA, REJECTION_SCHEMA
 
 LIBRARY = Path(__file__).with_name("_events.so")
 LTHASH_LIBRARY = Path(__file__).with_name("_lthash.so")
 LTHASH_LANES = 1024
+_FALLBACK = -1  # events.h's RF_FALLBACK; RF_DEDUPE_DECLINED and RF_DEDUPE_OVERFLOW are below
 MIN_LINE_BYTES = len(b'{"symbolId":"s","hitCount":1}\n')
+_UTC_US = pa.timestamp("us", "UTC")
 _COLUMNS = ("symbol_id", "code_id", "loader_base", "process_name", "container_id", "evidence_uri")
 # Why the kernel declined (events.c's FB_* codes), for statistics and the fuzz's coverage.
 FALLBACK_CODES = (
@@ -59,6 +65,41 @@ class _Out(ctypes.Structure):
     ]
 
 
+class _ListCol(ctypes.Structure):
+    _fields_ = [
+        ("list_offsets", ctypes.c_void_p),
+        ("offsets", ctypes.c_void_p),
+        ("data", ctypes.c_void_p),
+        ("entry_cap", ctypes.c_int64),
+        ("data_cap", ctypes.c_int64),
+    ]
+
+
+class _Groups(ctypes.Structure):
+    _fields_ = [
+        ("key", _StrCol * 3),
+        ("hit_count", ctypes.c_void_p),
+        ("event_count", ctypes.c_void_p),
+        ("first_observed", ctypes.c_void_p),
+        ("last_observed", ctypes.c_void_p),
+        ("observed_valid", ctypes.c_void_p),
+        ("row_cap", ctypes.c_int64),
+        ("list", _ListCol * 3),
+    ]
+
+
+class _Sizes(ctypes.Structure):
+    _fields_ = [
+        ("lines", ctypes.c_int64),
+        ("groups", ctypes.c_int64),
+        ("key_bytes", ctypes.c_int64 * 3),
+        ("entries", ctypes.c_int64 * 3),
+        ("list_bytes", ctypes.c_int64 * 3),
+        ("fallback_code", ctypes.c_int32),
+        ("fallback_line", ctypes.c_int64),
+    ]
+
+
 @dataclass(frozen=True)
 class Declined:
     """The kernel did not vouch for the batch: why, and at which line (1-based)."""
@@ -83,6 +124,21 @@ def _library() -> ctypes.CDLL | None:
         ctypes.c_int64,
         ctypes.POINTER(_Out),
     ]
+    lib.rf_grouper_new.restype = ctypes.c_void_p
+    lib.rf_grouper_new.argtypes = []
+    lib.rf_grouper_free.restype = None
+    lib.rf_grouper_free.argtypes = [ctypes.c_void_p]
+    lib.rf_validate_grouped.restype = ctypes.c_int64
+    lib.rf_validate_grouped.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_uint64,
+        ctypes.POINTER(_Sizes),
+    ]
+    lib.rf_grouper_write.restype = ctypes.c_int64
+    lib.rf_grouper_write.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Groups)]
     return lib
 
 
@@ -134,6 +190,121 @@ def lthash16_add(context: bytes, data: pa.Buffer, offsets: np.ndarray) -> np.nda
     return state
 
 
+@dataclass(frozen=True)
+class Grouped:
+    """A batch the kernel read and deduped: its keys as `transforms.dedupe.dedupe_events`
+    gives them, or None where the native dedupe declined (a key's hits past 2^63-1, keys made
+    to collide in its hash table; the reference decides those), and its line count."""
+
+    keys: pl.DataFrame | None
+    lines: int
+
+
+class _Grouper:
+    """A thread's native grouper: its memory is kept from batch to batch (not allocated and
+    freed again for each), and freed with the thread."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+        self.handle = lib.rf_grouper_new()
+        if not self.handle:
+            raise MemoryError("the native grouper could not allocate")
+
+    def __del__(self) -> None:
+        if getattr(self, "handle", None):
+            self.lib.rf_grouper_free(self.handle)
+
+
+_THREAD = threading.local()
+
+
+def _grouper(lib: ctypes.CDLL) -> _Grouper:
+    grouper: _Grouper | None = getattr(_THREAD, "grouper", None)
+    if grouper is None:
+        grouper = _THREAD.grouper = _Grouper(lib)
+    return grouper
+
+
+def read_grouped(text: bytes, max_line_bytes: int, seed: int | None = None) -> Grouped | Declined:
+    """Validate the batch as `validate_canonical` does and dedupe its lines in the same pass.
+
+    Args:
+        text: the decompressed NDJSON bytes.
+        max_line_bytes: the line cap.
+        seed: the hash tables' seed (random by default); the keys do not depend on it.
+
+    Raises:
+        RuntimeError: the kernel is not available (check `available()` first).
+    """
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the native kernel is not built or is switched off")
+    grouper = _grouper(lib).handle
+    sizes = _Sizes()
+    if seed is None:
+        seed = secrets.randbits(64)
+    count = int(lib.rf_validate_grouped(grouper, text, len(text), max_line_bytes, seed,
+                                        ctypes.byref(sizes)))  # fmt: skip
+    if count == _FALLBACK:
+        code = sizes.fallback_code
+        reason = FALLBACK_CODES[code] if 0 <= code < len(FALLBACK_CODES) else str(code)
+        return Declined(reason, int(sizes.fallback_line))
+    if count < 0:
+        return Grouped(None, int(sizes.lines))
+    out = _Groups()
+    keys = [_StringBuffers(count, int(sizes.key_bytes[k]), nullable=True) for k in range(3)]
+    for k, column in enumerate(keys):
+        out.key[k] = column.struct()
+    sums = [np.empty(count, dtype=np.int64) for _ in range(4)]
+    observed_valid = np.empty(count, dtype=np.uint8)
+    out.hit_count, out.event_count, out.first_observed, out.last_observed = (
+        int(a.ctypes.data) for a in sums
+    )
+    out.observed_valid = observed_valid.ctypes.data
+    out.row_cap = count
+    list_offsets = [np.empty(count + 1, dtype=np.int64) for _ in range(3)]
+    values = [_StringBuffers(int(sizes.entries[i]), int(sizes.list_bytes[i])) for i in range(3)]
+    for i in range(3):
+        out.list[i] = _ListCol(
+            list_offsets[i].ctypes.data, values[i].offsets.ctypes.data, values[i].data.ctypes.data,
+            values[i].rows, values[i].data.size,
+        )  # fmt: skip
+    if lib.rf_grouper_write(grouper, ctypes.byref(out)) != count:
+        raise RuntimeError("the native grouper's sizes do not fit its rows")  # a defect
+    table = {
+        name: keys[k].array() for k, name in enumerate(("symbol_id", "code_id", "loader_base"))
+    }
+    table["hit_count"] = _plain(pa.int64(), count, sums[0])
+    table["event_count"] = _plain(pa.int64(), count, sums[1])
+    table["first_observed_at"] = _nullable(_UTC_US, count, sums[2], observed_valid)
+    table["last_observed_at"] = _nullable(_UTC_US, count, sums[3], observed_valid)
+    for i, name in enumerate(("process_names", "container_ids", "evidence_uris")):
+        table[name] = pa.LargeListArray.from_arrays(
+            _plain(pa.int64(), count + 1, list_offsets[i]), values[i].array()
+        )
+    frame = pl.from_arrow(pa.table(table))
+    assert isinstance(frame, pl.DataFrame)
+    return Grouped(frame.cast({name: BATCH_ROW_SCHEMA[name] for name in frame.columns}),
+                   int(sizes.lines))  # fmt: skip
+
+
+class _StringBuffers:
+    """Exact-size buffers of a large_string column the kernel writes."""
+
+    def __init__(self, rows: int, size: int, *, nullable: bool = False) -> None:
+        self.rows = rows
+        self.offsets = np.empty(rows + 1, dtype=np.int64)
+        self.data = np.empty(max(size, 1), dtype=np.uint8)
+        self.valid = np.empty(rows, dtype=np.uint8) if nullable else None
+
+    def struct(self) -> _StrCol:
+        valid = self.valid.ctypes.data if self.valid is not None else None
+        return _StrCol(self.offsets.ctypes.data, self.data.ctypes.data, valid, self.data.size)
+
+    def array(self) -> pa.Array:
+        return _strings(self.rows, self.offsets, self.data, self.valid)
+
+
 def validate_canonical(text: bytes, max_line_bytes: int) -> pl.DataFrame | Declined:
     """The batch's events (`EVENT_COLUMNS`, in line order), or why the kernel declined.
 
@@ -170,7 +341,7 @@ def validate_canonical(text: bytes, max_line_bytes: int) -> pl.DataFrame | Decli
     out.observed_valid = observed_valid.ctypes.data
     out.row_cap = rows
     n = int(lib.rf_validate_events(text, size, max_line_bytes, ctypes.byref(out)))
-    if n < 0:
+    if n == _FALLBACK:
         code = out.fallback_code
         reason = FALLBACK_CODES[code] if 0 <= code < len(FALLBACK_CODES) else str(code)
         return Declined(reason, int(out.fallback_line))
@@ -181,8 +352,8 @@ def validate_canonical(text: bytes, max_line_bytes: int) -> pl.DataFrame | Decli
             "symbol_id": columns["symbol_id"],
             "code_id": columns["code_id"],
             "loader_base": columns["loader_base"],
-            "hit_count": pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(hits[:n])]),
-            "observed_at": _nullable(pa.timestamp("us", "UTC"), n, observed, observed_valid),
+            "hit_count": _plain(pa.int64(), n, hits),
+            "observed_at": _nullable(_UTC_US, n, observed, observed_valid),
             "process_name": columns["process_name"],
             "container_id": columns["container_id"],
             "evidence_uri": columns["evidence_uri"],
@@ -206,8 +377,8 @@ def _validity(n: int, valid: np.ndarray) -> tuple[pa.Buffer | None, int]:
     return pa.py_buffer(np.packbits(flags, bitorder="little")), nulls
 
 
-def _strings(n: int, offsets: np.ndarray, data: np.ndarray, valid: np.ndarray) -> pa.Array:
-    bitmap, nulls = _validity(n, valid)
+def _strings(n: int, offsets: np.ndarray, data: np.ndarray, valid: np.ndarray | None) -> pa.Array:
+    bitmap, nulls = _validity(n, valid) if valid is not None else (None, 0)
     used = int(offsets[n])
     return pa.Array.from_buffers(
         pa.large_string(),
@@ -215,6 +386,10 @@ def _strings(n: int, offsets: np.ndarray, data: np.ndarray, valid: np.ndarray) -
         [bitmap, pa.py_buffer(offsets[: n + 1]), pa.py_buffer(data[:used])],
         null_count=nulls,
     )
+
+
+def _plain(dtype: pa.DataType, n: int, values: np.ndarray) -> pa.Array:
+    return pa.Array.from_buffers(dtype, n, [None, pa.py_buffer(values[:n])])
 
 
 def _nullable(dtype: pa.DataType, n: int, values: np.ndarray, valid: np.ndarray) -> pa.Array:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "events.c"
+DEDUPE_SOURCE = HERE / "dedupe.c"
 DRIVER = HERE / "fuzz_driver.c"
 LIBRARY = HERE / "_events.so"
 LTHASH_SOURCE = HERE / "lthash.c"
@@ -39,12 +40,14 @@ def compiler() -> str:
 
 
 def build_library(out: Path = LIBRARY) -> Path:
-    """Compile the shared library the ingest path loads; atomic, so a reader never sees half."""
+    """Compile the shared library the ingest path loads (validation and dedupe); atomic, so a
+    reader never sees half."""
     tmp = out.with_suffix(".so.tmp")
     subprocess.run(
-        [compiler(), "-O2", "-fPIC", "-shared", *WARNINGS, "-o", str(tmp), str(SOURCE)],
+        [compiler(), "-O2", "-fPIC", "-shared", *WARNINGS,
+         "-o", str(tmp), str(SOURCE), str(DEDUPE_SOURCE)],
         check=True,
-    )
+    )  # fmt: skip
     tmp.replace(out)
     return out
 
@@ -106,7 +109,8 @@ def build_sanitized(out: Path) -> Path:
         objects = _blake3_objects(Path(work), flags)
         subprocess.run(
             [compiler(), *flags, *WARNINGS, *blake3_defines(),
-             "-o", str(out), str(DRIVER), str(SOURCE), str(LTHASH_SOURCE), *objects],
+             "-o", str(out), str(DRIVER), str(SOURCE), str(DEDUPE_SOURCE), str(LTHASH_SOURCE),
+             *objects],
             check=True,
         )  # fmt: skip
     return out

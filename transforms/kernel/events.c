@@ -22,6 +22,7 @@
 
 #define RF_MAX_DIGITS 18 /* < INT64_MAX's 19 digits: no overflow possible */
 #define RF_MAX_METADATA 16
+#define RF_MIN_LINE_BYTES 31 /* {"symbolId":"s","hitCount":1} and its newline */
 
 enum {
     FB_NONE, FB_EMPTY, FB_TOO_MANY_ROWS, FB_LINE_TOO_LONG, FB_SYNTAX, FB_KEY, FB_DUPLICATE_KEY,
@@ -34,11 +35,7 @@ typedef struct {
     const uint8_t *end; /* end of the line (exclusive) */
 } cursor;
 
-typedef struct {
-    const uint8_t *s;
-    int64_t n;
-    int present;
-} span;
+typedef rf_span span;
 
 enum {
     F_SYMBOL = 1 << 0, F_HIT = 1 << 1, F_CODE = 1 << 2, F_LOADER = 1 << 3, F_PROCESS = 1 << 4,
@@ -69,12 +66,39 @@ static const uint8_t PLAIN[256] = {
 #undef R16
 };
 
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+/* The bytes of w that PLAIN refuses (below 0x20, '"', '\\', 0x7F, or the high bit set), each
+ * flagged by its high bit. (x - ONES) & ~x & HIGHS flags every zero byte of x; borrows may
+ * flag bytes after the first flagged one, never before, so the lowest flag is exact. */
+static uint64_t plain_stops(uint64_t w) {
+    uint64_t below = (w - ONES * 0x20) & ~w;
+    uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\'), d = w ^ (ONES * 0x7F);
+    uint64_t zero = ((q - ONES) & ~q) | ((b - ONES) & ~b) | ((d - ONES) & ~d);
+    return (below | zero | w) & HIGHS;
+}
+
 /* A string of printable ASCII (0x20-0x7E) without a quote or backslash inside. */
 static int read_string(cursor *c, span *out) {
     if (!eat(c, '"')) return 0;
     const uint8_t *start = c->p;
     const uint8_t *q = c->p;
     const uint8_t *end = c->end;
+    /* eight bytes at a time: the first flagged byte (the lowest, in little-endian order) ends
+     * the run; the byte loop takes what is left, and decides everywhere else */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - q >= 8) {
+        uint64_t w;
+        memcpy(&w, q, 8);
+        uint64_t stops = plain_stops(w);
+        if (stops != 0) {
+            q += __builtin_ctzll(stops) >> 3;
+            break;
+        }
+        q += 8;
+    }
+#endif
     while (q < end && PLAIN[*q]) q++;
     if (q == end || *q != '"') return 0;
     out->s = start;
@@ -311,20 +335,28 @@ static int read_line(cursor *c, rf_line *line, int32_t *why) {
     return 1;
 }
 
-int64_t rf_validate_events(const uint8_t *buf, int64_t len, int64_t max_line_bytes, rf_out *out) {
+/* The grouper takes the key columns and the list columns as runs of three spans. */
+_Static_assert(COL_CODE == COL_SYMBOL + 1 && COL_LOADER == COL_SYMBOL + 2, "key columns");
+_Static_assert(COL_CONTAINER == COL_PROCESS + 1 && COL_EVIDENCE == COL_PROCESS + 2, "lists");
+
+/* The pass: each valid line goes to the columns of `rows`, or to the grouper `g` (one of the
+ * two is NULL). Returns the line count, or RF_FALLBACK with *why and *where set. */
+static int64_t validate(const uint8_t *buf, int64_t len, int64_t max_line_bytes, rf_out *rows,
+                        rf_grouper *g, int64_t row_cap, int32_t *why_out, int64_t *where) {
     int64_t row = 0;
     int64_t used[RF_STRCOLS] = {0};
     int64_t running_max = INT64_MIN;
     int have_max = 0;
     const uint8_t *p = buf;
     const uint8_t *stop = buf + len;
-    out->fallback_code = FB_NONE;
-    out->fallback_line = 0;
+    *why_out = FB_NONE;
+    *where = 0;
     if (len <= 0) {
-        out->fallback_code = FB_EMPTY;
+        *why_out = FB_EMPTY;
         return RF_FALLBACK;
     }
-    for (int k = 0; k < RF_STRCOLS; k++) out->str[k].offsets[0] = 0;
+    if (rows)
+        for (int k = 0; k < RF_STRCOLS; k++) rows->str[k].offsets[0] = 0;
     while (p < stop) {
         /* One pass: the object is read up to the buffer's end (no byte of it may be a raw
          * newline: strings hold none, and whitespace is not this form), then the line must
@@ -332,8 +364,8 @@ int64_t rf_validate_events(const uint8_t *buf, int64_t len, int64_t max_line_byt
         rf_line line;
         int32_t why = FB_NONE;
         cursor c = {p, stop};
-        out->fallback_line = row + 1;
-        if (row >= out->row_cap) { why = FB_TOO_MANY_ROWS; goto fallback; }
+        *where = row + 1;
+        if (row >= row_cap) { why = FB_TOO_MANY_ROWS; goto fallback; }
         if (!read_line(&c, &line, &why)) goto fallback;
         if (c.p < stop && *c.p != '\n') { why = FB_SYNTAX; goto fallback; }
         if (c.p - p > max_line_bytes) { why = FB_LINE_TOO_LONG; goto fallback; }
@@ -352,19 +384,41 @@ int64_t rf_validate_events(const uint8_t *buf, int64_t len, int64_t max_line_byt
                 if (!have_max || micros > running_max) running_max = micros;
                 have_max = 1;
             }
-            for (int k = 0; k < RF_STRCOLS; k++)
-                if (!put_string(&out->str[k], row, &used[k], &line.str[k])) { why = FB_CAPACITY; goto fallback; }
-            out->hit_count[row] = line.hit_count;
-            out->observed_at[row] = micros;
-            out->observed_valid[row] = (uint8_t)line.observed.present;
+            if (rows) {
+                for (int k = 0; k < RF_STRCOLS; k++)
+                    if (!put_string(&rows->str[k], row, &used[k], &line.str[k])) { why = FB_CAPACITY; goto fallback; }
+                rows->hit_count[row] = line.hit_count;
+                rows->observed_at[row] = micros;
+                rows->observed_valid[row] = (uint8_t)line.observed.present;
+            } else {
+                /* a grouper that declined stays so; the pass goes on to validate every line */
+                rf_grouper_add(g, &line.str[COL_SYMBOL], line.hit_count, line.observed.present,
+                               micros, &line.str[COL_PROCESS]);
+            }
         }
         row++;
         p = c.p < stop ? c.p + 1 : stop;
         continue;
     fallback:
-        out->fallback_code = why;
+        *why_out = why;
         return RF_FALLBACK;
     }
-    out->fallback_line = 0;
+    *where = 0;
     return row;
+}
+
+int64_t rf_validate_events(const uint8_t *buf, int64_t len, int64_t max_line_bytes, rf_out *out) {
+    return validate(buf, len, max_line_bytes, out, NULL, out->row_cap, &out->fallback_code,
+                    &out->fallback_line);
+}
+
+int64_t rf_validate_grouped(rf_grouper *g, const uint8_t *buf, int64_t len,
+                            int64_t max_line_bytes, uint64_t seed, rf_sizes *sizes) {
+    memset(sizes, 0, sizeof *sizes);
+    rf_grouper_reset(g, len / RF_MIN_LINE_BYTES + 1, seed);
+    int64_t lines = validate(buf, len, max_line_bytes, NULL, g, INT64_MAX, &sizes->fallback_code,
+                             &sizes->fallback_line);
+    if (lines < 0) return lines;
+    sizes->lines = lines;
+    return rf_grouper_close(g, sizes);
 }
