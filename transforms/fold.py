@@ -115,7 +115,38 @@ def combine_summaries(parts: list[StreamSummary]) -> StreamSummary:
     frames = [p.summary for p in parts if p.summary.height]
     if not frames:
         return parts[0] if parts else summarize_rows(pl.DataFrame(schema=_EMPTY_ROWS))
-    summary = (
+    summary = _merge(frames)
+    return StreamSummary(summary, sum(p.batches for p in parts), sum(p.rows for p in parts))
+
+
+def add_rows(held: StreamSummary | None, rows: pl.DataFrame) -> StreamSummary:
+    """`combine_summaries([held, summarize_rows(rows)])` in one group-by instead of two.
+
+    Args:
+        held: a summary of other batches' rows, or None.
+        rows: `runtime_fact_batches` rows (at least `SUMMARY_COLUMNS`) of batches not in
+            `held`; a batch holds one row per key, so each row counts one batch of its key.
+    """
+    part = rows.select(
+        *FACT_KEY,
+        pl.col("hit_count").cast(pl.Int128),
+        pl.col("event_count").cast(pl.Int128),
+        pl.lit(1, dtype=pl.Int128).alias("batch_count"),
+        pl.col("first_observed_at").cast(FACT_SCHEMA["first_observed_at"]),
+        pl.col("last_observed_at").cast(FACT_SCHEMA["last_observed_at"]),
+    )
+    frames = [held.summary, part] if held is not None and held.summary.height else [part]
+    batches = rows.get_column("batch_sha256").n_unique()
+    return StreamSummary(
+        _merge(frames),
+        batches + (held.batches if held is not None else 0),
+        rows.height + (held.rows if held is not None else 0),
+    )
+
+
+def _merge(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Per key of the summary rows in `frames`: sums added, observations' extremes."""
+    return (
         pl.concat(frames)
         .group_by(FACT_KEY)
         .agg(
@@ -125,7 +156,6 @@ def combine_summaries(parts: list[StreamSummary]) -> StreamSummary:
         )
         .select(frames[0].columns)
     )
-    return StreamSummary(summary, sum(p.batches for p in parts), sum(p.rows for p in parts))
 
 
 _EMPTY_ROWS = {c: BATCH_ROW_SCHEMA[c] for c in SUMMARY_COLUMNS}

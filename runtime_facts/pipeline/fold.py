@@ -30,10 +30,10 @@ from transforms.dedupe import owned
 from transforms.fold import (
     SUMMARY_COLUMNS,
     StreamSummary,
+    add_rows,
     combine_summaries,
     fold_touched,
     summarize_batch_stream,
-    summarize_rows,
 )
 from transforms.schema import SUBJECT
 
@@ -159,11 +159,9 @@ def remember_commit(home: Home, tenant: str, version: int, rows: pl.DataFrame) -
     if table.version() != version:
         return  # the handle moved past the commit: nothing to vouch for
     key = (home.lake.root, str(table.metadata().id), tenant)
-    summary = summarize_rows(rows.select(SUMMARY_COLUMNS))
     with _OWN_LOCK:
         held = _OWN.get(key)
-        if held is not None:
-            summary = combine_summaries([held.summary, summary])
+        summary = add_rows(held.summary if held is not None else None, rows)
         versions = {version} | (held.versions if held is not None else set())
         _OWN[key] = _Committed(
             versions, dataclasses.replace(summary, summary=owned(summary.summary))

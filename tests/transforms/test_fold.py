@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from runtime_facts.errors import BatchRejected
 from transforms.fold import (
     SUMMARY_COLUMNS,
+    add_rows,
     combine_summaries,
     fold_facts,
     summarize_batch_rows,
@@ -167,6 +168,14 @@ def test_summaries_of_disjoint_batches_combine_into_the_whole_ones(
         streamed.summary.sort(FACT_KEY, nulls_last=False)
     )
     assert (combined.batches, combined.rows) == (streamed.batches, streamed.rows)
+    # rows added to a summary in one group-by: the same as summarising them and combining
+    added = add_rows(add_rows(None, frame.filter(pl.col("batch_sha256") <= "2")),
+                     frame.filter(pl.col("batch_sha256") > "2"))  # fmt: skip
+    assert added.summary.schema == combined.summary.schema
+    assert added.summary.sort(FACT_KEY, nulls_last=False).equals(
+        combined.summary.sort(FACT_KEY, nulls_last=False)
+    )
+    assert (added.batches, added.rows) == (combined.batches, combined.rows)
 
 
 def test_an_empty_change_feed_is_summarised_without_duckdb(
