@@ -128,8 +128,11 @@ static int read_int(cursor *c, int allow_negative, int64_t *value) {
 }
 
 static int key_is(const span *k, const char *name) {
-    size_t n = strlen(name);
-    return (size_t)k->n == n && memcmp(k->s, name, n) == 0;
+    /* byte by byte: the names are short, and a libc call per key of every line costs more */
+    int64_t i = 0;
+    for (; i < k->n && name[i] != '\0'; i++)
+        if (k->s[i] != (uint8_t)name[i]) return 0;
+    return i == k->n && name[i] == '\0';
 }
 
 static int is_hex(uint8_t ch) {
