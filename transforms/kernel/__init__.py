@@ -246,9 +246,7 @@ def read_grouped(text: bytes, max_line_bytes: int, seed: int | None = None) -> G
     count = int(lib.rf_validate_grouped(grouper, text, len(text), max_line_bytes, seed,
                                         ctypes.byref(sizes)))  # fmt: skip
     if count == _FALLBACK:
-        code = sizes.fallback_code
-        reason = FALLBACK_CODES[code] if 0 <= code < len(FALLBACK_CODES) else str(code)
-        return Declined(reason, int(sizes.fallback_line))
+        return _declined(sizes.fallback_code, sizes.fallback_line)
     if count < 0:
         return Grouped(None, int(sizes.lines))
     out = _Groups()
@@ -288,8 +286,14 @@ def read_grouped(text: bytes, max_line_bytes: int, seed: int | None = None) -> G
                    int(sizes.lines))  # fmt: skip
 
 
+def _declined(code: int, line: int) -> Declined:
+    reason = FALLBACK_CODES[code] if 0 <= code < len(FALLBACK_CODES) else str(code)
+    return Declined(reason, int(line))
+
+
 class _StringBuffers:
-    """Exact-size buffers of a large_string column the kernel writes."""
+    """Buffers of a large_string column the kernel writes: `rows` entries and `size` bytes
+    at most (exact sizes, or a capacity whose untouched pages cost no memory)."""
 
     def __init__(self, rows: int, size: int, *, nullable: bool = False) -> None:
         self.rows = rows
@@ -301,8 +305,9 @@ class _StringBuffers:
         valid = self.valid.ctypes.data if self.valid is not None else None
         return _StrCol(self.offsets.ctypes.data, self.data.ctypes.data, valid, self.data.size)
 
-    def array(self) -> pa.Array:
-        return _strings(self.rows, self.offsets, self.data, self.valid)
+    def array(self, rows: int | None = None) -> pa.Array:
+        """The first `rows` entries (default: all) as an Arrow array over the buffers."""
+        return _strings(self.rows if rows is None else rows, self.offsets, self.data, self.valid)
 
 
 def validate_canonical(text: bytes, max_line_bytes: int) -> pl.DataFrame | Declined:
@@ -325,28 +330,21 @@ def validate_canonical(text: bytes, max_line_bytes: int) -> pl.DataFrame | Decli
     rows = size // MIN_LINE_BYTES + 1
     # np.empty: untouched pages cost no memory, so a capacity of the whole batch per column
     # is only address space.
-    offsets = [np.empty(rows + 1, dtype=np.int64) for _ in _COLUMNS]
-    data = [np.empty(max(size, 1), dtype=np.uint8) for _ in _COLUMNS]
-    valid = [np.empty(rows, dtype=np.uint8) for _ in _COLUMNS]
+    strings = [_StringBuffers(rows, size, nullable=True) for _ in _COLUMNS]
     hits = np.empty(rows, dtype=np.int64)
     observed = np.empty(rows, dtype=np.int64)
     observed_valid = np.empty(rows, dtype=np.uint8)
     out = _Out()
-    for i in range(len(_COLUMNS)):
-        out.str[i] = _StrCol(
-            offsets[i].ctypes.data, data[i].ctypes.data, valid[i].ctypes.data, data[i].size
-        )
+    for i, column in enumerate(strings):
+        out.str[i] = column.struct()
     out.hit_count = hits.ctypes.data
     out.observed_at = observed.ctypes.data
     out.observed_valid = observed_valid.ctypes.data
     out.row_cap = rows
     n = int(lib.rf_validate_events(text, size, max_line_bytes, ctypes.byref(out)))
     if n == _FALLBACK:
-        code = out.fallback_code
-        reason = FALLBACK_CODES[code] if 0 <= code < len(FALLBACK_CODES) else str(code)
-        return Declined(reason, int(out.fallback_line))
-    arrays = [_strings(n, offsets[i], data[i], valid[i]) for i in range(len(_COLUMNS))]
-    columns = dict(zip(_COLUMNS, arrays, strict=True))
+        return _declined(out.fallback_code, out.fallback_line)
+    columns = {name: column.array(n) for name, column in zip(_COLUMNS, strings, strict=True)}
     table = pa.table(
         {
             "symbol_id": columns["symbol_id"],
