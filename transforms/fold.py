@@ -115,7 +115,8 @@ def combine_summaries(parts: list[StreamSummary]) -> StreamSummary:
     frames = [p.summary for p in parts if p.summary.height]
     if not frames:
         return parts[0] if parts else summarize_rows(pl.DataFrame(schema=_EMPTY_ROWS))
-    summary = _merge(frames)
+    # A part's summary has one row per key already: with one non-empty part there is no merge.
+    summary = frames[0] if len(frames) == 1 else _merge(frames)
     return StreamSummary(summary, sum(p.batches for p in parts), sum(p.rows for p in parts))
 
 
@@ -217,7 +218,15 @@ def _cumulative(current: pl.DataFrame) -> pl.DataFrame:
 
 
 def _added(base: pl.DataFrame, incoming: pl.DataFrame, now: datetime) -> pl.DataFrame:
-    touched = incoming.join(base, on=FACT_KEY, how="left", nulls_equal=True, suffix="_old").select(
+    if base.is_empty():  # new keys only (a first fold): what the left join gives, without it
+        joined = incoming.with_columns(
+            pl.lit(None, dtype=dtype).alias(f"{name}_old" if name in incoming.columns else name)
+            for name, dtype in base.schema.items()
+            if name not in FACT_KEY
+        )
+    else:
+        joined = incoming.join(base, on=FACT_KEY, how="left", nulls_equal=True, suffix="_old")
+    touched = joined.select(
         *FACT_KEY,
         *((pl.col(c) + pl.col(f"{c}_old").fill_null(0)).alias(c) for c in _SUMS),
         pl.min_horizontal("first_observed_at", "first_observed_at_old").alias("first_observed_at"),

@@ -35,7 +35,7 @@ from transforms.fold import (
     fold_touched,
     summarize_batch_stream,
 )
-from transforms.schema import SUBJECT
+from transforms.schema import FACT_KEY, SUBJECT
 
 FOLD_APP = "runtime-facts.fold"
 """Per tenant: `runtime-facts.fold/<tenant>`. The bare id is the whole-home fold of homes
@@ -48,6 +48,24 @@ when re-scores do not follow folds."""
 Subject = tuple[str, str, str]
 
 
+@dataclass(frozen=True)
+class FoldedFacts:
+    """What one tenant's fold left in `runtime_facts` for the symbols it touched, handed to
+    the re-score that follows in the same process (`ingest`) so that it does not read those
+    rows back. The re-score takes them only while both facts tables are still at `versions`
+    (nothing committed since); otherwise it reads the lake as always.
+
+    `rows[(callgraph_id, subject_key)]` holds every fact row of that subject whose symbol the
+    fold touched (`symbols`), as the lake has them after the fold. With `whole`, the tenant
+    had no fact rows before the fold, so they are all of the subject's rows.
+    """
+
+    versions: tuple[int, int | None]
+    rows: dict[tuple[str, str], pl.DataFrame]
+    symbols: dict[tuple[str, str], pl.Series]
+    whole: bool
+
+
 @dataclass
 class FoldResult:
     """What a fold did."""
@@ -56,6 +74,8 @@ class FoldResult:
     folded_rows: int = 0
     facts_version: int | None = None
     subjects: list[Subject] = field(default_factory=list)
+    folded: dict[str, FoldedFacts] = field(default_factory=dict)
+    """Per tenant, the rows it folded (in memory only: not part of a task's result)."""
 
     def merge(self, other: FoldResult) -> None:
         """Add another tenant's fold."""
@@ -64,6 +84,7 @@ class FoldResult:
         if other.facts_version is not None:
             self.facts_version = max(self.facts_version or 0, other.facts_version)
         self.subjects = sorted({*self.subjects, *other.subjects})
+        self.folded.update(other.folded)
 
 
 def fold_app(tenant: str) -> str:
@@ -122,19 +143,44 @@ def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldRes
     keys = sorted({s for _, _, s in triples})
     symbols = summary.get_column("symbol_id").unique().implode()
     where = pl.col("subject_key").is_in(keys) & pl.col("symbol_id").is_in(symbols)
-    current = lake.read("runtime_facts", tenant=tenant, where=where)  # the touched keys' rows
+    whole = lake.recent_rows("runtime_facts", tenant) == (0, 0)
+    current = lake.read("runtime_facts", tenant=tenant, where=where)  # the touched symbols' rows
     folded = fold_touched(current, summary, now)
     write_pending(home, tenant, {**pending_recompute(home, tenant), **dict.fromkeys(triples, head)})
     fence.check()
     result.facts_version = lake.upsert("runtime_facts", folded, head, txn=(fold_app(tenant), head))
     if lake.merge_due("runtime_facts", tenant, factor=BACKSTOP):
         fence.check()  # normally merged after the re-score (`merge_after_rescore`)
-        lake.merge_recent("runtime_facts", tenant)
+        lake.merge_recent("runtime_facts", tenant)  # the merged rows stay what they were
+    result.folded[tenant] = _folded_facts(lake.versions("runtime_facts"), current, folded, whole)
     result.subjects = triples
     result.folded_batches = stream.batches
     result.folded_rows = stream.rows
     _forget_commits(lake.root, table_id, tenant, head)
     return result
+
+
+def _folded_facts(
+    versions: tuple[int, int | None], current: pl.DataFrame, folded: pl.DataFrame, whole: bool
+) -> FoldedFacts:
+    """Per subject, its rows of the symbols `folded` touched: the current rows of those
+    symbols (`current` holds them all) with the folded keys' rows replaced."""
+    rows: dict[tuple[str, str], pl.DataFrame] = {}
+    symbols: dict[tuple[str, str], pl.Series] = {}
+    kept = current.join(folded.select(FACT_KEY), on=FACT_KEY, how="anti", nulls_equal=True)
+    for (callgraph_id, subject_key), new in folded.group_by(
+        "callgraph_id", "subject_key", maintain_order=True
+    ):
+        key = (str(callgraph_id), str(subject_key))
+        touched = new.get_column("symbol_id").unique()
+        old = kept.filter(
+            (pl.col("callgraph_id") == key[0])
+            & (pl.col("subject_key") == key[1])
+            & pl.col("symbol_id").is_in(touched.implode())
+        )
+        rows[key] = pl.concat([old, new.select(old.columns)]) if old.height else new
+        symbols[key] = touched
+    return FoldedFacts(versions, rows, symbols, whole)
 
 
 # What this process committed to the batch table and will fold (`remember_commit`): per

@@ -13,7 +13,7 @@ import polars as pl
 
 from runtime_facts import __version__
 from runtime_facts.home import Home
-from runtime_facts.pipeline.fold import clear_recompute, pending_recompute
+from runtime_facts.pipeline.fold import FoldedFacts, clear_recompute, pending_recompute
 from runtime_facts.stores.graphs import current_graph_sha, load_graph
 from runtime_facts.stores.lake import STATE_SCHEMA
 from runtime_facts.stores.outbox import EVENT_TYPE, event_id
@@ -72,7 +72,12 @@ def runtime_evidence(facts: pl.DataFrame) -> pl.DataFrame:
 
 
 def recompute_subjects(
-    home: Home, subjects: list[tuple[str, str, str]], now: datetime, *, full: bool = False
+    home: Home,
+    subjects: list[tuple[str, str, str]],
+    now: datetime,
+    *,
+    full: bool = False,
+    folded: dict[str, FoldedFacts] | None = None,
 ) -> RecomputeResult:
     """Recompute the given (tenant, callgraph_id, subject_key) triples; unchanged ones stay put.
 
@@ -82,6 +87,9 @@ def recompute_subjects(
         now: stamped as `computed_at` and `emitted_at`.
         full: re-score every symbol, not only those whose facts changed since the last
             re-score (`ScoreState`).
+        folded: per tenant, the rows a fold in this process just wrote (`FoldResult.folded`):
+            taken instead of reading them back while the facts tables are as the fold left
+            them, ignored otherwise.
 
     Returns:
         Which subjects changed, and the events emitted for them.
@@ -97,6 +105,9 @@ def recompute_subjects(
         by_tenant.setdefault(tenant, []).append((callgraph_id, subject_key))
     for tenant, members in by_tenant.items():
         with home.commit_lock(tenant) as fence:
+            known = (folded or {}).get(tenant)
+            if known is not None and home.lake.versions("runtime_facts") != known.versions:
+                known = None  # committed to since the fold: read the lake
             for callgraph_id, subject_key in members:
                 key = (tenant, callgraph_id)
                 if key not in graphs:
@@ -106,7 +117,7 @@ def recompute_subjects(
                 fence.check()
                 _recompute_one(
                     home, tenant, callgraph_id, subject_key, graphs[key], params, now, result,
-                    full=full,
+                    full=full, known=known,
                 )  # fmt: skip
             fence.check()
             merge_after_rescore(home, tenant)
@@ -123,16 +134,22 @@ def merge_after_rescore(home: Home, tenant: str) -> None:
 
 
 def recompute_touched(
-    home: Home, touched: list[tuple[str, str, str]], now: datetime
+    home: Home,
+    touched: list[tuple[str, str, str]],
+    now: datetime,
+    folded: dict[str, FoldedFacts] | None = None,
 ) -> RecomputeResult:
     """Re-score what a fold touched, plus whatever an interrupted run folded but never scored.
 
     The fold records its subjects (`pending_recompute`) before it commits; they are cleared
     here only once re-scored, so a crash between fold and recompute loses no re-score.
+    `folded` is that fold's `FoldResult.folded` when it ran in this process.
     """
     pending = pending_recompute(home)
     subjects = sorted(set(touched) | set(pending))
-    result = recompute_subjects(home, subjects, now) if subjects else RecomputeResult()
+    result = (
+        recompute_subjects(home, subjects, now, folded=folded) if subjects else RecomputeResult()
+    )
     clear_recompute(home, pending)
     return result
 
@@ -264,9 +281,11 @@ def _recompute_one(
     result: RecomputeResult,
     *,
     full: bool = False,
+    known: FoldedFacts | None = None,
 ) -> None:
     """Re-score one subject: only the symbols whose facts changed since its `ScoreState`
-    when that state is current, else every symbol (also when `full`)."""
+    when that state is current, else every symbol (also when `full`). The facts rows come
+    from `known` (checked current by the caller) where it holds all those needed."""
     lake = home.lake
     graph_sha, static = graph
     basis = hashlib.sha256(orjson.dumps([graph_sha, asdict(params)])).hexdigest()
@@ -300,10 +319,16 @@ def _recompute_one(
         assert saved is not None
         touched = recent_facts.filter(pl.col("_seq") > saved.facts_seq)["symbol_id"].unique()
         only = in_subject & pl.col("symbol_id").is_in(touched.implode())
-        # Both reads filter the whole subject's base files: run them side by side.
-        facts, previous = lake.read_all(
-            [("runtime_facts", only), ("reachability_states", only)], tenant=tenant
-        )
+        held = known.symbols.get((callgraph_id, subject_key)) if known is not None else None
+        if known is not None and held is not None and touched.is_in(held.implode()).all():
+            facts = known.rows[(callgraph_id, subject_key)].filter(
+                pl.col("symbol_id").is_in(touched.implode())
+            )
+            previous = lake.read("reachability_states", tenant=tenant, where=only)
+        else:  # both reads filter the whole subject's base files: run them side by side
+            facts, previous = lake.read_all(
+                [("runtime_facts", only), ("reachability_states", only)], tenant=tenant
+            )
         part = (
             None if static is None else static.filter(pl.col("symbol_id").is_in(touched.implode()))
         )
@@ -316,9 +341,14 @@ def _recompute_one(
             removed=pl.concat([old.select(changed.columns), removed.select(changed.columns)]),
         )
     else:
-        facts, previous = lake.read_all(
-            [("runtime_facts", in_subject), ("reachability_states", in_subject)], tenant=tenant
-        )
+        if known is not None and known.whole and (callgraph_id, subject_key) in known.rows:
+            facts = known.rows[(callgraph_id, subject_key)]
+            previous = lake.read("reachability_states", tenant=tenant, where=in_subject)
+        else:
+            facts, previous = lake.read_all(
+                [("runtime_facts", in_subject), ("reachability_states", in_subject)],
+                tenant=tenant,
+            )
         scored = score_symbols(
             static, runtime_evidence(facts), params, window=window if static is not None else None
         )

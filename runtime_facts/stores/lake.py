@@ -267,6 +267,12 @@ class Lake:
             return (recent or base).version()
         return self.table(name).version()
 
+    def versions(self, name: str) -> tuple[int, int | None]:
+        """A merged table's (base, recent) versions: equal pairs mean equal rows (None: a home
+        written before recent tables existed)."""
+        base, recent = self.merged_tables(name)
+        return base.version(), None if recent is None else recent.version()
+
     def _has(self, name: str) -> bool:
         return name in self._open or DeltaTable.is_deltatable(
             self.path(name), storage_options=self.storage_options

@@ -4,6 +4,7 @@ merge, retention and a cut between the states commit and the score state."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import random
@@ -21,8 +22,14 @@ from runtime_facts.ops.compact import compact
 from runtime_facts.ops.replay import states_digest
 from runtime_facts.ops.retention import apply_retention
 from runtime_facts.pipeline import score as score_module
+from runtime_facts.pipeline.fold import FoldedFacts, fold_pending
 from runtime_facts.pipeline.ingest import ingest
-from runtime_facts.pipeline.score import load_score_state, runtime_evidence, score_params
+from runtime_facts.pipeline.score import (
+    load_score_state,
+    recompute_touched,
+    runtime_evidence,
+    score_params,
+)
 from runtime_facts.stores import lake as lake_module
 from runtime_facts.stores.graphs import current_graph_sha, load_graph, stage_graph
 from runtime_facts.stores.outbox import Outbox
@@ -202,4 +209,69 @@ def test_a_new_graph_rescores_every_symbol(
     home.cas.put("runtime", gzip.compress(b'{"symbolId":"n07","hitCount":1}\n', mtime=0), CTX)
     ingest(home, clock=lambda: T0)
     assert scored_rows[-1] == 3  # every runtime symbol again: the graph changed
+    _check(home)
+
+
+def _tampered(folded: dict[str, FoldedFacts]) -> dict[str, FoldedFacts]:
+    """The fold's hand-over with every hit count raised by 1000: a re-score that takes it
+    stores states the lake's facts do not give."""
+    return {
+        tenant: dataclasses.replace(
+            facts,
+            rows={
+                key: rows.with_columns(pl.col("hit_count") + 1000)
+                for key, rows in facts.rows.items()
+            },
+        )
+        for tenant, facts in folded.items()
+    }
+
+
+def _stored_hits(home: Home) -> dict[str, int]:
+    states = home.lake.read("reachability_states", tenant=CTX.tenant, where=_where())
+    return dict(states.select("symbol_id", "runtime_hit_count").iter_rows())
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_the_rescore_takes_the_folds_rows_while_the_lake_is_as_the_fold_left_it(
+    home: Home, first: bool
+) -> None:
+    if not first:  # an incremental re-score, not the first (full) one
+        home.cas.put("runtime", gzip.compress(b'{"symbolId":"s1","hitCount":1}\n', mtime=0), CTX)
+        ingest(home, clock=lambda: T0)
+    home.cas.put("runtime", gzip.compress(b'{"symbolId":"s2","hitCount":2}\n', mtime=0), CTX)
+    ingest(home, fold=False, clock=lambda: T0)
+    result = fold_pending(home, T0)
+    assert set(result.folded) == {CTX.tenant}
+    recompute_touched(home, result.subjects, T0, _tampered(result.folded))
+    assert _stored_hits(home)["s2"] == 1002  # the hand-over was taken, not read back
+
+
+def test_a_commit_after_the_fold_makes_the_rescore_read_the_lake(home: Home) -> None:
+    home.cas.put("runtime", gzip.compress(b'{"symbolId":"s1","hitCount":1}\n', mtime=0), CTX)
+    ingest(home, fold=False, clock=lambda: T0)
+    result = fold_pending(home, T0)
+    home.cas.put("runtime", gzip.compress(b'{"symbolId":"s1","hitCount":5}\n', mtime=0), CTX)
+    ingest(home, fold=False, clock=lambda: T0)
+    fold_pending(home, T0)  # the facts tables move on
+    recompute_touched(home, result.subjects, T0, _tampered(result.folded))
+    assert _stored_hits(home) == {"s1": 6}
+    _check(home)
+
+
+def test_symbols_folded_by_an_earlier_unscored_fold_are_read_from_the_lake(
+    home: Home, scored_rows: list[int]
+) -> None:
+    lines = "".join(f'{{"symbolId":"s{i}","hitCount":1}}\n' for i in range(10))
+    home.cas.put("runtime", gzip.compress(lines.encode(), mtime=0), CTX)
+    ingest(home, clock=lambda: T0)
+    home.cas.put("runtime", gzip.compress(b'{"symbolId":"s3","hitCount":2}\n', mtime=0), CTX)
+    ingest(home, recompute=False, clock=lambda: T0)  # folded, never re-scored
+    home.cas.put("runtime", gzip.compress(b'{"symbolId":"s4","hitCount":2}\n', mtime=0), CTX)
+    ingest(home, fold=False, clock=lambda: T0)
+    result = fold_pending(home, T0)  # hands over s4's rows only
+    recompute_touched(home, result.subjects, T0, _tampered(result.folded))
+    assert scored_rows[-1] == 2  # incremental: s3 and s4
+    hits = _stored_hits(home)
+    assert (hits["s3"], hits["s4"]) == (3, 3)
     _check(home)

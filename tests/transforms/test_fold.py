@@ -16,6 +16,7 @@ from transforms.fold import (
     add_rows,
     combine_summaries,
     fold_facts,
+    fold_touched,
     summarize_batch_rows,
     summarize_batch_stream,
     summarize_rows,
@@ -192,3 +193,33 @@ def test_an_empty_change_feed_is_summarised_without_duckdb(
     result = summarize_batch_stream(pa.RecordBatchReader.from_batches(table.schema, []))
     assert (result.summary.height, result.batches, result.rows) == (0, 0, 0)
     assert result.summary.schema == summarize_rows(frame).summary.schema
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from("abcd"), st.sampled_from([None, "x"]), st.integers(1, 2**62)),
+        min_size=1,
+        max_size=20,
+        unique_by=lambda r: (r[0], r[1]),
+    )
+)
+def test_a_first_fold_skips_the_join_and_gives_what_the_join_gives(
+    rows: list[tuple[str, str | None, int]],
+) -> None:
+    """Into no current rows, the touched keys' rows are made without the left join; they are
+    what the join gives against current rows that hold none of those keys."""
+    batch = pl.DataFrame([_batch("1", s, h, c) for s, c, h in rows], schema=BATCH_ROW_SCHEMA)
+    incoming = summarize_batch_rows(batch)
+    other = fold_facts(
+        pl.DataFrame(schema=FACT_SCHEMA),
+        pl.DataFrame(
+            [{**_batch("0", "zz", 7), "subject_key": "scan:other"}], schema=BATCH_ROW_SCHEMA
+        ),
+        T0,
+    )
+    first = fold_touched(pl.DataFrame(schema=FACT_SCHEMA), incoming, NOW)
+    joined = fold_touched(other, incoming, NOW)
+    assert first.schema == joined.schema
+    assert first.equals(joined)
+    assert first.get_column("updated_at").to_list() == [NOW] * len(rows)
