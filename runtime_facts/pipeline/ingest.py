@@ -67,14 +67,17 @@ def ingest(
     todo = discover_pending(home, tenant) if shas is None else sorted(set(shas))
     summary = IngestSummary()
     group: list[Prepared] = []
+    sizes = iter(commit_groups(len(todo)))
+    size = next(sizes, COMMIT_GROUP)
     workers = home.settings.ingest.workers
     for prepared in iter_prepared(
         home, todo, options, workers=workers, clock=clock, ahead=COMMIT_GROUP
     ):
         group.append(prepared)
-        if len(group) >= COMMIT_GROUP:
+        if len(group) >= size:
             _commit(home, group, clock, summary, on_batch, remember=fold)
             group = []
+            size = next(sizes, COMMIT_GROUP)
     if group:
         _commit(home, group, clock, summary, on_batch, remember=fold)
     if summary.batches:
@@ -88,13 +91,29 @@ def ingest(
         if recompute:
             from runtime_facts.pipeline.score import recompute_touched
 
-            changed = recompute_touched(home, result.subjects, clock())
+            changed = recompute_touched(home, result.subjects, clock(), result.folded)
             summary.states_changed = len(changed.changed)
     else:
         for name in touched:
             with home.commit_lock(name):
                 sync_receipts(home, name)
     return summary
+
+
+def commit_groups(count: int, most: int = COMMIT_GROUP) -> list[int]:
+    """The sizes of the commit groups for `count` batches: as few groups as `most` allows,
+    of equal size (the larger first).
+
+    The run waits for the last group's commit after the last batch is prepared. With full
+    groups and a remainder (17 = 8 + 8 + 1), the last full group is still committing when the
+    last batch is ready, and the remainder's commit follows it; with 6 + 6 + 5 the commit
+    before the last ends while the last batches are being prepared.
+    """
+    groups = -(-count // most)
+    if groups == 0:
+        return []
+    small, larger = divmod(count, groups)
+    return [small + 1] * larger + [small] * (groups - larger)
 
 
 def _commit(

@@ -10,12 +10,14 @@ from datetime import datetime
 from pathlib import Path
 
 import polars as pl
+from hypothesis import given
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from runtime_facts.config import Settings
 from runtime_facts.generate import GeneratorSpec, generate_batches
 from runtime_facts.home import Home
-from runtime_facts.pipeline.ingest import ingest
+from runtime_facts.pipeline.ingest import COMMIT_GROUP, commit_groups, ingest
 from runtime_facts.subject import SubjectContext
 from transforms.schema import FACT_KEY
 
@@ -222,3 +224,30 @@ def test_a_run_can_turn_sealed_mode_on_but_never_off() -> None:
     assert IngestOptions(sealed=None).sealed_mode(sealed) is True
     assert IngestOptions(sealed=True).sealed_mode(open_) is True
     assert IngestOptions(sealed=False).sealed_mode(open_) is False
+
+
+@given(count=st.integers(0, 200), most=st.integers(1, 16))
+def test_commit_groups_are_as_few_as_allowed_and_of_equal_size(count: int, most: int) -> None:
+    sizes = commit_groups(count, most)
+    assert sum(sizes) == count
+    assert len(sizes) == -(-count // most)
+    assert all(1 <= s <= most for s in sizes)
+    assert sizes == sorted(sizes, reverse=True)
+    assert not sizes or sizes[0] - sizes[-1] <= 1
+
+
+def test_a_run_commits_its_batches_in_groups_of_equal_size(
+    home: Home, stage: Stage, clock: Clock
+) -> None:
+    count = 2 * COMMIT_GROUP + 1
+    for i in range(count):
+        stage(f'{{"symbolId":"s{i}","hitCount":1}}\n')
+    home.ensure_lake()
+    before = home.lake.version("runtime_fact_batches")
+    ingest(home, clock=clock)
+    table = home.lake.table("runtime_fact_batches")
+    per_version = [
+        table.load_cdf(starting_version=v, ending_version=v).read_all().num_rows
+        for v in range(before + 1, table.version() + 1)
+    ]
+    assert per_version == commit_groups(count)
