@@ -56,13 +56,12 @@ class FoldedFacts:
     (nothing committed since); otherwise it reads the lake as always.
 
     `rows[(callgraph_id, subject_key)]` holds every fact row of that subject whose symbol the
-    fold touched (`symbols`), as the lake has them after the fold. With `whole`, the tenant
-    had no fact rows before the fold, so they are all of the subject's rows.
+    fold touched, as the lake has them after the fold. With `whole`, the tenant had no fact
+    rows before the fold, so they are all of the subject's rows.
     """
 
     versions: tuple[int, int | None]
     rows: dict[tuple[str, str], pl.DataFrame]
-    symbols: dict[tuple[str, str], pl.Series]
     whole: bool
 
 
@@ -152,7 +151,9 @@ def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldRes
     if lake.merge_due("runtime_facts", tenant, factor=BACKSTOP):
         fence.check()  # normally merged after the re-score (`merge_after_rescore`)
         lake.merge_recent("runtime_facts", tenant)  # the merged rows stay what they were
-    result.folded[tenant] = _folded_facts(lake.versions("runtime_facts"), current, folded, whole)
+    result.folded[tenant] = _folded_facts(
+        lake.versions("runtime_facts"), [(c, s) for _, c, s in triples], current, folded, whole
+    )
     result.subjects = triples
     result.folded_batches = stream.batches
     result.folded_rows = stream.rows
@@ -161,26 +162,43 @@ def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldRes
 
 
 def _folded_facts(
-    versions: tuple[int, int | None], current: pl.DataFrame, folded: pl.DataFrame, whole: bool
+    versions: tuple[int, int | None],
+    subjects: list[tuple[str, str]],
+    current: pl.DataFrame,
+    folded: pl.DataFrame,
+    whole: bool,
 ) -> FoldedFacts:
-    """Per subject, its rows of the symbols `folded` touched: the current rows of those
-    symbols (`current` holds them all) with the folded keys' rows replaced."""
+    """Per subject (`subjects`: those of `folded`), its rows of the symbols `folded` touched:
+    the current rows of those symbols (`current` holds them all) with the folded keys' rows
+    replaced."""
+    subject = ["callgraph_id", "subject_key"]
+    if len(subjects) == 1:
+        parts = {subjects[0]: folded}
+    else:
+        parts = {
+            (str(c), str(s)): rows
+            for (c, s), rows in folded.partition_by(
+                subject, as_dict=True, maintain_order=True
+            ).items()
+        }
+    kept = (
+        current.join(folded.select(FACT_KEY), on=FACT_KEY, how="anti", nulls_equal=True)
+        if current.height
+        else current
+    )
     rows: dict[tuple[str, str], pl.DataFrame] = {}
-    symbols: dict[tuple[str, str], pl.Series] = {}
-    kept = current.join(folded.select(FACT_KEY), on=FACT_KEY, how="anti", nulls_equal=True)
-    for (callgraph_id, subject_key), new in folded.group_by(
-        "callgraph_id", "subject_key", maintain_order=True
-    ):
-        key = (str(callgraph_id), str(subject_key))
-        touched = new.get_column("symbol_id").unique()
-        old = kept.filter(
-            (pl.col("callgraph_id") == key[0])
-            & (pl.col("subject_key") == key[1])
-            & pl.col("symbol_id").is_in(touched.implode())
+    for key, new in parts.items():
+        old = (
+            kept.filter(
+                (pl.col("callgraph_id") == key[0])
+                & (pl.col("subject_key") == key[1])
+                & pl.col("symbol_id").is_in(new.get_column("symbol_id").implode())
+            )
+            if kept.height
+            else kept
         )
         rows[key] = pl.concat([old, new.select(old.columns)]) if old.height else new
-        symbols[key] = touched
-    return FoldedFacts(versions, rows, symbols, whole)
+    return FoldedFacts(versions, rows, whole)
 
 
 # What this process committed to the batch table and will fold (`remember_commit`): per

@@ -187,6 +187,8 @@ def _changed_states(
     the subjects' canonical digests, at a fraction of the cost."""
     columns = scored.columns
     stored = previous.select(columns).cast(scored.schema)
+    if stored.is_empty():  # a first score: every row is new
+        return scored, stored
     changed = scored.join(stored, on=columns, how="anti", nulls_equal=True)
     removed = stored.join(scored.select("symbol_id"), on="symbol_id", how="anti")
     return changed, removed
@@ -319,11 +321,9 @@ def _recompute_one(
         assert saved is not None
         touched = recent_facts.filter(pl.col("_seq") > saved.facts_seq)["symbol_id"].unique()
         only = in_subject & pl.col("symbol_id").is_in(touched.implode())
-        held = known.symbols.get((callgraph_id, subject_key)) if known is not None else None
-        if known is not None and held is not None and touched.is_in(held.implode()).all():
-            facts = known.rows[(callgraph_id, subject_key)].filter(
-                pl.col("symbol_id").is_in(touched.implode())
-            )
+        held = known.rows.get((callgraph_id, subject_key)) if known is not None else None
+        if held is not None and touched.is_in(held.get_column("symbol_id").implode()).all():
+            facts = held.filter(pl.col("symbol_id").is_in(touched.implode()))
             previous = lake.read("reachability_states", tenant=tenant, where=only)
         else:  # both reads filter the whole subject's base files: run them side by side
             facts, previous = lake.read_all(
