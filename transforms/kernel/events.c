@@ -18,6 +18,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h> /* part of every x86-64: no dispatch needed */
+#endif
+
 #include "events.h"
 
 #define RF_MAX_DIGITS 18 /* < INT64_MAX's 19 digits: no overflow possible */
@@ -79,12 +83,37 @@ static uint64_t plain_stops(uint64_t w) {
     return (below | zero | w) & HIGHS;
 }
 
+#if defined(__SSE2__)
+/* The bytes of the 16 at q that PLAIN refuses, one bit each (bit i: byte i). A signed
+ * compare below 0x20 takes 0x00-0x1F and every byte with the high bit set; exact per byte. */
+static unsigned plain_stops16(const uint8_t *q) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+    __m128i low = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+    __m128i quote = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i slash = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7F));
+    __m128i stops = _mm_or_si128(_mm_or_si128(low, quote), _mm_or_si128(slash, del));
+    return (unsigned)_mm_movemask_epi8(stops);
+}
+#endif
+
 /* A string of printable ASCII (0x20-0x7E) without a quote or backslash inside. */
 static int read_string(cursor *c, span *out) {
     if (!eat(c, '"')) return 0;
     const uint8_t *start = c->p;
     const uint8_t *q = c->p;
     const uint8_t *end = c->end;
+#if defined(__SSE2__)
+    /* sixteen bytes at a time where the line has them: the first flagged byte ends the run */
+    while (end - q >= 16) {
+        unsigned stops = plain_stops16(q);
+        if (stops != 0) {
+            q += __builtin_ctz(stops);
+            goto found;
+        }
+        q += 16;
+    }
+#endif
     /* eight bytes at a time: the first flagged byte (the lowest, in little-endian order) ends
      * the run; the byte loop takes what is left, and decides everywhere else */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -100,6 +129,9 @@ static int read_string(cursor *c, span *out) {
     }
 #endif
     while (q < end && PLAIN[*q]) q++;
+#if defined(__SSE2__)
+found:
+#endif
     if (q == end || *q != '"') return 0;
     out->s = start;
     out->n = q - start;
