@@ -139,21 +139,22 @@ def test_streamed_summary_equals_the_in_memory_one(
             st.sampled_from([None, "x"]),
             st.integers(1, 2**62),
             st.integers(0, 10**6),
+            st.sampled_from(["scan:s", "scan:s", "scan:s", "scan:t"]),  # mostly one subject
         ),
         max_size=30,
-        unique_by=lambda r: (r[0], r[1], r[2]),  # a batch holds one row per key
+        unique_by=lambda r: (r[0], r[1], r[2], r[5]),  # a batch holds one row per key
     ),
 )
 def test_summaries_of_disjoint_batches_combine_into_the_whole_ones(
-    rows: list[tuple[str, str, str | None, int, int]],
+    rows: list[tuple[str, str, str | None, int, int, str]],
 ) -> None:
     """Summaries of each batch's rows, combined, are the summary of all rows, as the change
     feed's streamed aggregation makes it (what a fold reads otherwise)."""
     frame = pl.DataFrame(
         [
             {**_batch(sha, symbol, hits, code), "first_observed_at": T0.replace(second=s % 60),
-             "last_observed_at": T0.replace(minute=s % 60)}
-            for sha, symbol, code, hits, s in rows
+             "last_observed_at": T0.replace(minute=s % 60), "subject_key": subject}
+            for sha, symbol, code, hits, s, subject in rows
         ],
         schema=BATCH_ROW_SCHEMA,
     )  # fmt: skip
