@@ -128,19 +128,23 @@ class DedupedBatch:
         return dedupe_events(self._events)
 
 
-def validate_deduped(text: bytes, limits: Limits, *, native: bool = True) -> DedupedBatch:
+def validate_deduped(
+    text: bytes | memoryview, limits: Limits, *, native: bool = True
+) -> DedupedBatch:
     """Validate every line of a batch as `validate_events` does, and dedupe the valid ones.
 
     A batch the kernel reads is deduped in the same pass (`kernel.read_grouped`): its events
     are never built as columns. Anything else is validated by `validate_events` and deduped
     by `dedupe_events` (the reference), when `keys()` is asked for: after the caller has seen
-    the rejections, as the ingest path checks them first.
+    the rejections, as the ingest path checks them first. A view (`gunzip_scratch`) is read
+    in place by the kernel and copied for the exact path: nothing returned points into it.
     """
     if native and _kernel_applies(limits):
         read = kernel.read_grouped(text, limits.max_line_bytes)
         if isinstance(read, kernel.Grouped) and read.keys is not None:
             return DedupedBatch(kernel.no_rejections(), read.lines, read.lines, {}, True, read.keys)
-    result = validate_events(text, limits, native=native)
+    result = validate_events(bytes(text) if isinstance(text, memoryview) else text, limits,
+                             native=native)  # fmt: skip
     events = result.events
     return DedupedBatch(
         result.rejections, result.line_count, events.height, result.unknown_fields, False,

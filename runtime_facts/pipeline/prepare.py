@@ -31,7 +31,7 @@ from runtime_facts.pipeline.outcomes import Clock, IngestOptions, Prepared, reje
 from runtime_facts.stores.cas import cas_uri, parse_cas_uri
 from runtime_facts.subject import SubjectContext
 from runtime_facts.tracing import batch_span
-from transforms.decompress import gunzip_bounded
+from transforms.decompress import gunzip_scratch
 from transforms.dedupe import build_batch_rows
 from transforms.validate import Limits, validate_deduped
 
@@ -98,14 +98,13 @@ def _prepare(home: Home, sha: str, opts: IngestOptions, clock: Clock) -> Prepare
         except RejectedError as exc:
             reason = Reason.SEALED_MODE_EVIDENCE_INVALID if sealed_mode else exc.reason
             raise BatchRejected(reason, exc.message) from exc
-        text = gunzip_bounded(
-            data, max_output=cfg.max_decompressed_bytes, max_ratio=cfg.max_compression_ratio
-        )
-        prepared.decompressed_bytes = len(text)
-        del data
         limits = Limits(cfg.max_line_bytes, cfg.max_nesting_depth, cfg.max_number_digits)
-        result = validate_deduped(text, limits)
-        del text
+        with gunzip_scratch(
+            data, max_output=cfg.max_decompressed_bytes, max_ratio=cfg.max_compression_ratio
+        ) as text:
+            prepared.decompressed_bytes = len(text)
+            del data
+            result = validate_deduped(text, limits)  # nothing in it points into `text`
         prepared.line_count = result.line_count
         prepared.unknown_fields = result.unknown_fields
         prepared.rejections = result.rejections

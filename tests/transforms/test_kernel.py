@@ -57,6 +57,15 @@ def agrees(text: bytes, seed: int = 1) -> bool:
     the one-pass dedupe agrees with the reference dedupe."""
     got = kernel.validate_canonical(text, LIMITS.max_line_bytes)
     grouped = kernel.read_grouped(text, LIMITS.max_line_bytes, seed=seed)
+    in_place = kernel.read_grouped(memoryview(bytearray(text)), LIMITS.max_line_bytes, seed=seed)
+    if isinstance(grouped, kernel.Grouped):  # a view (as `gunzip_scratch` gives) reads the same
+        assert isinstance(in_place, kernel.Grouped), text
+        assert in_place.lines == grouped.lines, text
+        assert (in_place.keys is None) == (grouped.keys is None), text
+        if grouped.keys is not None and in_place.keys is not None:
+            assert_frame_equal(in_place.keys, grouped.keys)
+    else:
+        assert in_place == grouped, text
     if isinstance(got, kernel.Declined):
         assert grouped == got, text
         return False

@@ -225,11 +225,14 @@ def _grouper(lib: ctypes.CDLL) -> _Grouper:
     return grouper
 
 
-def read_grouped(text: bytes, max_line_bytes: int, seed: int | None = None) -> Grouped | Declined:
+def read_grouped(
+    text: bytes | memoryview, max_line_bytes: int, seed: int | None = None
+) -> Grouped | Declined:
     """Validate the batch as `validate_canonical` does and dedupe its lines in the same pass.
 
     Args:
-        text: the decompressed NDJSON bytes.
+        text: the decompressed NDJSON bytes (or a writable view of them: nothing of the
+            result points into them).
         max_line_bytes: the line cap.
         seed: the hash tables' seed (random by default); the keys do not depend on it.
 
@@ -243,7 +246,7 @@ def read_grouped(text: bytes, max_line_bytes: int, seed: int | None = None) -> G
     sizes = _Sizes()
     if seed is None:
         seed = secrets.randbits(64)
-    count = int(lib.rf_validate_grouped(grouper, text, len(text), max_line_bytes, seed,
+    count = int(lib.rf_validate_grouped(grouper, _chars(text), len(text), max_line_bytes, seed,
                                         ctypes.byref(sizes)))  # fmt: skip
     if count == _FALLBACK:
         return _declined(sizes.fallback_code, sizes.fallback_line)
@@ -284,6 +287,16 @@ def read_grouped(text: bytes, max_line_bytes: int, seed: int | None = None) -> G
     assert isinstance(frame, pl.DataFrame)
     return Grouped(frame.cast({name: BATCH_ROW_SCHEMA[name] for name in frame.columns}),
                    int(sizes.lines))  # fmt: skip
+
+
+def _chars(text: bytes | memoryview) -> bytes | ctypes.Array[ctypes.c_char]:
+    """What a `c_char_p` parameter takes: the bytes, or a char array over a view's memory
+    (the caller drops it with the call, so it holds no export past it)."""
+    if isinstance(text, bytes):
+        return text
+    if text.readonly:
+        return bytes(text)
+    return (ctypes.c_char * len(text)).from_buffer(text)
 
 
 def _declined(code: int, line: int) -> Declined:
