@@ -142,7 +142,7 @@ def fold_tenant(home: Home, tenant: str, now: datetime, fence: Fence) -> FoldRes
     keys = sorted({s for _, _, s in triples})
     symbols = summary.get_column("symbol_id").unique().implode()
     where = pl.col("subject_key").is_in(keys) & pl.col("symbol_id").is_in(symbols)
-    whole = lake.recent_rows("runtime_facts", tenant) == (0, 0)
+    whole = not lake.has_files("runtime_facts", tenant)  # the tenant's first fold
     current = lake.read("runtime_facts", tenant=tenant, where=where)  # the touched symbols' rows
     folded = fold_touched(current, summary, now)
     write_pending(home, tenant, {**pending_recompute(home, tenant), **dict.fromkeys(triples, head)})

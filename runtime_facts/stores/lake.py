@@ -267,6 +267,12 @@ class Lake:
             return (recent or base).version()
         return self.table(name).version()
 
+    def has_files(self, name: str, tenant: str) -> bool:
+        """Whether a merged table's base or recent table has a live file in the tenant's
+        partition (from the log alone: no file means no row, whatever the statistics)."""
+        base, recent = self.merged_tables(name)
+        return any(_live_files(t, tenant) for t in (base, recent) if t is not None)
+
     def versions(self, name: str) -> tuple[int, int | None]:
         """A merged table's (base, recent) versions: equal pairs mean equal rows (None: a home
         written before recent tables existed)."""
