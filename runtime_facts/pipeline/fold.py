@@ -181,23 +181,17 @@ def _folded_facts(
                 subject, as_dict=True, maintain_order=True
             ).items()
         }
-    kept = (
-        current.join(folded.select(FACT_KEY), on=FACT_KEY, how="anti", nulls_equal=True)
-        if current.height
-        else current
-    )
+    if current.is_empty():  # no earlier rows of these symbols: the folded rows are all
+        return FoldedFacts(versions, parts, whole)
+    kept = current.join(folded.select(FACT_KEY), on=FACT_KEY, how="anti", nulls_equal=True)
     rows: dict[tuple[str, str], pl.DataFrame] = {}
     for key, new in parts.items():
-        old = (
-            kept.filter(
-                (pl.col("callgraph_id") == key[0])
-                & (pl.col("subject_key") == key[1])
-                & pl.col("symbol_id").is_in(new.get_column("symbol_id").implode())
-            )
-            if kept.height
-            else kept
+        old = kept.filter(
+            (pl.col("callgraph_id") == key[0])
+            & (pl.col("subject_key") == key[1])
+            & pl.col("symbol_id").is_in(new.get_column("symbol_id").implode())
         )
-        rows[key] = pl.concat([old, new.select(old.columns)]) if old.height else new
+        rows[key] = pl.concat([old, new.select(old.columns)])
     return FoldedFacts(versions, rows, whole)
 
 

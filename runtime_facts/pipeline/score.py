@@ -15,7 +15,7 @@ from runtime_facts import __version__
 from runtime_facts.home import Home
 from runtime_facts.pipeline.fold import FoldedFacts, clear_recompute, pending_recompute
 from runtime_facts.stores.graphs import current_graph_sha, load_graph
-from runtime_facts.stores.lake import STATE_SCHEMA
+from runtime_facts.stores.lake import STATE_SCHEMA, Lake
 from runtime_facts.stores.outbox import EVENT_TYPE, event_id
 from runtime_facts.subject import validate_tenant
 from transforms import lthash
@@ -272,6 +272,17 @@ def states_lthash(states: pl.DataFrame) -> np.ndarray:
     return lthash.of(states, exclude=tuple(c for c in exclude if c in states.columns))
 
 
+def _facts_and_states(
+    lake: Lake, tenant: str, where: pl.Expr, facts: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The facts (unless the fold's rows are given) and stored states matching `where`; the
+    two reads filter the whole subject's base files, so they run side by side."""
+    if facts is not None:
+        return facts, lake.read("reachability_states", tenant=tenant, where=where)
+    read = lake.read_all([("runtime_facts", where), ("reachability_states", where)], tenant=tenant)
+    return read[0], read[1]
+
+
 def _recompute_one(
     home: Home,
     tenant: str,
@@ -323,12 +334,10 @@ def _recompute_one(
         only = in_subject & pl.col("symbol_id").is_in(touched.implode())
         held = known.rows.get((callgraph_id, subject_key)) if known is not None else None
         if held is not None and touched.is_in(held.get_column("symbol_id").implode()).all():
-            facts = held.filter(pl.col("symbol_id").is_in(touched.implode()))
-            previous = lake.read("reachability_states", tenant=tenant, where=only)
-        else:  # both reads filter the whole subject's base files: run them side by side
-            facts, previous = lake.read_all(
-                [("runtime_facts", only), ("reachability_states", only)], tenant=tenant
-            )
+            held = held.filter(pl.col("symbol_id").is_in(touched.implode()))
+        else:
+            held = None
+        facts, previous = _facts_and_states(lake, tenant, only, held)
         part = (
             None if static is None else static.filter(pl.col("symbol_id").is_in(touched.implode()))
         )
@@ -341,14 +350,8 @@ def _recompute_one(
             removed=pl.concat([old.select(changed.columns), removed.select(changed.columns)]),
         )
     else:
-        if known is not None and known.whole and (callgraph_id, subject_key) in known.rows:
-            facts = known.rows[(callgraph_id, subject_key)]
-            previous = lake.read("reachability_states", tenant=tenant, where=in_subject)
-        else:
-            facts, previous = lake.read_all(
-                [("runtime_facts", in_subject), ("reachability_states", in_subject)],
-                tenant=tenant,
-            )
+        whole = known.rows.get((callgraph_id, subject_key)) if known and known.whole else None
+        facts, previous = _facts_and_states(lake, tenant, in_subject, whole)
         scored = score_symbols(
             static, runtime_evidence(facts), params, window=window if static is not None else None
         )
