@@ -198,6 +198,9 @@ def _tenant_of(home: Home, sha: str) -> str | None:
         return None
 
 
+WORKER_NAME = "prepare"  # the workers' thread names begin with it
+
+
 def iter_prepared(
     home: Home,
     shas: Iterable[str],
@@ -213,13 +216,20 @@ def iter_prepared(
     are submitted but not yet taken. A consumer that holds `ahead` batches before it commits
     them (a commit group) gives `ahead`: the workers then go on preparing while it commits,
     instead of idling once the window is full. A prepared batch waiting to be taken is only
-    its deduped rows (`dedupe.owned`), so the larger window costs little memory.
+    its deduped rows (`dedupe.owned`), so the larger window costs little memory. Once
+    the last batch is submitted, the workers end as the queue empties: a thread's memory
+    (its scratch mapping, its grouper) goes with it, before the consumer's last commits.
     """
     window_size = 2 * max(1, workers) + max(0, ahead)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=WORKER_NAME) as pool:
         window: list[Future[Prepared]] = []
-        for sha in shas:
+        todo = list(shas)
+        for n, sha in enumerate(todo, 1):
             window.append(pool.submit(prepare_batch, home, sha, options, clock=clock))
+            if n == len(todo):
+                # Nothing more to submit: each worker ends once the queue is empty, and with
+                # it its thread's memory (scratch mapping, grouper), before the last commits.
+                pool.shutdown(wait=False)
             if len(window) >= window_size:
                 yield window.pop(0).result()
         for future in window:

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {
     ("runtime_facts/demo_airflow.py", "configure"),  # the demo, before it stages anything
     ("runtime_facts/environment.py", "reserve_airflow_context"),  # start-up, by design
+    ("runtime_facts/environment.py", "tune_allocator"),  # at import, before native libraries
 }
 _WRITES = {"update", "setdefault", "pop", "popitem", "clear"}
 

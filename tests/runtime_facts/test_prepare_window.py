@@ -54,3 +54,29 @@ def test_workers_prepare_ahead_while_the_consumer_holds_a_batch(
     rest = list(batches)
     assert [p.sha for p in [first, *rest]] == shas  # input order
     assert all(p.error is None and p.rows is not None for p in [first, *rest])
+
+
+def _workers_alive() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(prepare.WORKER_NAME)]
+
+
+def test_the_workers_end_once_the_last_batch_is_submitted(
+    home: Home,
+    stage: Callable[..., str],
+    clock: Callable[[], datetime],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every batch submitted, the workers (and their threads' scratch mappings and
+    groupers) end while the consumer still holds batches to commit, not when it is done."""
+    shas = sorted(stage(f'{{"symbolId":"sym:{i}","hitCount":{i + 1}}}\n') for i in range(4))
+    done, changed = _recording(monkeypatch)
+    batches = prepare.iter_prepared(home, shas, IngestOptions(), workers=2, clock=clock)
+    first = next(batches)  # a window of 4: every batch is submitted
+    with changed:
+        assert changed.wait_for(lambda: len(done) == len(shas), timeout=30)
+    for thread in _workers_alive():
+        thread.join(timeout=30)
+    assert not _workers_alive()
+    rest = list(batches)  # the prepared batches are still there, in input order
+    assert [p.sha for p in [first, *rest]] == shas
+    assert all(p.error is None and p.rows is not None for p in [first, *rest])
