@@ -62,6 +62,7 @@ class Reason(StrEnum):
     NO_TABLES = "no_tables"
     CONTEXT_CONFLICT = "context_conflict"
     INVALID_CONTEXT = "invalid_context"
+    INVALID_SETTING = "invalid_setting"
     TENANT_MISMATCH = "tenant_mismatch"
     SEALED_MODE_EVIDENCE_INVALID = "sealed_mode_evidence_invalid"
     RECEIPT_CHAIN_BROKEN = "receipt_chain_broken"

@@ -10,12 +10,14 @@ SPEC's trace attributes (`callgraphId`, `subjectKey`, `casUri`, `eventCount`), p
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime_facts.config import Section, from_environment, load_section
 
 CATEGORY = "Reachability.Runtime"
 _HANDLER_NAME = "runtime-facts"
@@ -30,15 +32,26 @@ logger = logging.getLogger(CATEGORY)
 logger.addHandler(logging.NullHandler())  # silent until an entry point configures logging
 
 
-class LogSettings(BaseSettings):
-    """Log output, from `RUNTIME_FACTS__LOG__*`."""
+LOG_PREFIX = "RUNTIME_FACTS__LOG__"
 
-    model_config = SettingsConfigDict(env_prefix="RUNTIME_FACTS__LOG__", extra="ignore")
+
+class LogSettings(Section):
+    """Log output, from `RUNTIME_FACTS__LOG__*` (`LogSettings.load()`)."""
 
     format: Literal["json", "text"] = "text"
     """`json`: one JSON object per line (for log shippers); `text`: for people."""
     level: str = "INFO"
     """Lowest level written (DEBUG, INFO, WARNING, ERROR)."""
+
+    @classmethod
+    def load(cls) -> LogSettings:
+        """These settings from the environment.
+
+        Raises:
+            UsageError: `RUNTIME_FACTS__LOG__FORMAT` is neither `json` nor `text`
+                (`invalid_setting`).
+        """
+        return load_section(cls, from_environment(os.environ, LOG_PREFIX), LOG_PREFIX)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -99,7 +112,7 @@ def configure_logging(
     Returns:
         The category logger. Calling again replaces the handler, never adds a second one.
     """
-    settings = LogSettings()
+    settings = LogSettings.load()
     chosen = (fmt or settings.format).lower()
     if chosen not in ("json", "text"):
         raise ValueError(f"log format must be json or text, not {chosen!r}")

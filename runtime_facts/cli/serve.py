@@ -101,8 +101,8 @@ def serve(
         update["port"] = port
     if token_file is not None:
         update["token_file"] = str(token_file)
-    serve_cfg = h.settings.serve.model_copy(update=update)
-    h.settings = h.settings.model_copy(update={"serve": serve_cfg})
+    serve_cfg = h.settings.serve.replace(**update)
+    h.settings = h.settings.replace(serve=serve_cfg)
     sock = bind(serve_cfg.host, serve_cfg.port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}"

@@ -300,7 +300,7 @@ def redact(value: Any, key: str = "") -> Any:
 
 def check_config(home: Home) -> Check:
     """The effective configuration (secret-looking values hidden)."""
-    settings = redact(home.settings.model_dump(mode="json"))
+    settings = redact(home.settings.to_dict())
     return Check("config", "ok", f"home {home.settings.home}", details={"settings": settings})
 
 

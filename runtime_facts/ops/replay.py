@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from runtime_facts.config import IngestSettings
+from runtime_facts.config import IngestSettings, load_section
 from runtime_facts.errors import NotFoundError, Reason, RejectedError, UsageError
 from runtime_facts.home import Home
 from runtime_facts.pipeline.ingest import ingest
@@ -420,10 +420,10 @@ def replay(
     ctx = manifest.context
     body = manifest.doc[section]
     with _scratch_root(scratch) as root:
-        settings = source.settings.model_copy(update={"home": str(root / "home")})
+        settings = source.settings.replace(home=str(root / "home"))
         if manifest.limits is not None:
-            ingest_settings = settings.ingest.model_copy(update=manifest.limits)
-            settings = settings.model_copy(update={"ingest": ingest_settings})
+            limits = {**settings.ingest.to_dict(), **manifest.limits}
+            settings = settings.replace(ingest=load_section(IngestSettings, limits))
         target = Home(settings)
         for sha in manifest.runtime:
             _copy_batch(source, target, sha)

@@ -131,7 +131,7 @@ def resolve_credentials(aws_conn_id: str | None = None) -> S3Credentials:
     if aws_conn_id is None:
         from runtime_facts.config import Settings
 
-        aws_conn_id = Settings().s3.aws_conn_id
+        aws_conn_id = Settings.load().s3.aws_conn_id
     if aws_conn_id:
         return _from_connection(aws_conn_id)
     return _from_environment()

@@ -80,7 +80,7 @@ def test_a_1_gib_bomb_stops_at_the_ratio_cap_with_bounded_memory(
         "rejected",
         ["compression_ratio_exceeded"],
     )
-    ratio_cap = len(payload) * Settings().ingest.max_compression_ratio  # ~200 MB
+    ratio_cap = len(payload) * Settings.load().ingest.max_compression_ratio  # ~200 MB
     extra = child.max_rss_bytes - baseline_rss  # measured: ~210 MiB over a ~240 MiB baseline
     peaks = f"peak {child.max_rss_bytes / MIB:.0f} MiB, baseline {baseline_rss / MIB:.0f} MiB"
     assert extra < ratio_cap + 96 * MIB, peaks

@@ -50,13 +50,9 @@ def make_home(tmp_path: Path, *, ingest: dict[str, Any] | None = None, **serve: 
     """A home under tmp_path with the test token file and the given setting overrides."""
     settings = Settings.load(str(tmp_path / "home"))
     serve.setdefault("token_file", str(write_token_file(tmp_path / "tokens.json")))
-    settings = settings.model_copy(
-        update={
-            "serve": ServeSettings.model_validate({**settings.serve.model_dump(), **serve}),
-            "ingest": IngestSettings.model_validate(
-                {**settings.ingest.model_dump(), **(ingest or {})}
-            ),
-        }
+    settings = settings.replace(
+        serve=ServeSettings.validate({**settings.serve.to_dict(), **serve}),
+        ingest=IngestSettings.validate({**settings.ingest.to_dict(), **(ingest or {})}),
     )
     return Home(settings)
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from runtime_facts.config import AirflowSettings
+from runtime_facts.config import AirflowSettings, SecretStr
 from runtime_facts.home import Home
 from runtime_facts.stores.airflow_api import RUNTIME_ASSET, AirflowApi, announce_staged
 from tests.dags.conftest import DAGS

@@ -602,7 +602,7 @@ def test_readiness_fails_when_the_home_is_unwritable(tmp_path: Path) -> None:
     home = make_home(tmp_path)
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    home = Home(home.settings.model_copy(update={"home": str(blocker)}))
+    home = Home(home.settings.replace(home=str(blocker)))
     with live_api(home) as live:
         resp = httpx.get(live.url + "/readyz")
         assert resp.status_code == 503

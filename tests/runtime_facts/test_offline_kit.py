@@ -273,9 +273,7 @@ def test_sealed_mode_from_settings_cannot_be_turned_off_by_the_caller(
 ) -> None:
     _unsigned(kit)
     settings = Settings.load(str(tmp_path / "home"))
-    home = Home(
-        settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"sealed": True})})
-    )
+    home = Home(settings.replace(ingest=settings.ingest.replace(sealed=True)))
     with pytest.raises(RuntimeFactsError) as caught:
         verify_kit(home, kit, sealed=False)
     assert caught.value.reason == "sealed_mode_evidence_invalid"

@@ -49,7 +49,7 @@ def other_keys(tmp_path: Path) -> KeyPair:
 
 def _signed_home(root: Path, keys: KeyPair, every: int = 100) -> Home:
     receipts = ReceiptsSettings(signing_key=str(keys.private_key), checkpoint_every=every)
-    return Home(Settings.load(str(root)).model_copy(update={"receipts": receipts}))
+    return Home(Settings.load(str(root)).replace(receipts=receipts))
 
 
 @pytest.fixture
@@ -293,7 +293,7 @@ def test_signed_checkpoints_on_an_s3_home(
     s3_home: Home, keys: KeyPair, clock: Clock, tmp_path: Path
 ) -> None:
     receipts = ReceiptsSettings(signing_key=str(keys.private_key))
-    home = Home(s3_home.settings.model_copy(update={"receipts": receipts}))
+    home = Home(s3_home.settings.replace(receipts=receipts))
     home.cas.put(
         "runtime",
         _gz(b'{"symbolId":"sym:s3","hitCount":1}\n'),
@@ -319,7 +319,7 @@ def test_signed_checkpoints_on_an_s3_home(
 
 def test_verify_an_s3_home_itself(s3_home: Home, keys: KeyPair, clock: Clock) -> None:
     receipts = ReceiptsSettings(signing_key=str(keys.private_key))
-    home = Home(s3_home.settings.model_copy(update={"receipts": receipts}))
+    home = Home(s3_home.settings.replace(receipts=receipts))
     for tenant in ("acme", "globex"):
         data = _gz(f'{{"symbolId":"sym:{tenant}","hitCount":1}}\n'.encode())
         home.cas.put("runtime", data, SubjectContext(tenant, "cg-1", scan_id="s"))

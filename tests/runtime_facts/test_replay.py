@@ -259,8 +259,8 @@ def test_replay_uses_the_recorded_limits_not_the_current_settings(
     section = doc["reachability"]
     assert isinstance(section, dict)
     assert section["limits"]["max_line_bytes"] == home.settings.ingest.max_line_bytes
-    tighter = home.settings.ingest.model_copy(update={"max_line_bytes": 100})
-    changed = Home(home.settings.model_copy(update={"ingest": tighter}))
+    tighter = home.settings.ingest.replace(max_line_bytes=100)
+    changed = Home(home.settings.replace(ingest=tighter))
     report = replay(manifest, source=changed)
     assert report.ok, report
     assert (report.limits_source, report.limits["max_line_bytes"]) == ("manifest", 256 * 1024)

@@ -30,8 +30,8 @@ Clock = Callable[[], datetime]
 
 
 def _limited(home: Home, **ingest_cfg: object) -> Home:
-    cfg = IngestSettings.model_validate({**home.settings.ingest.model_dump(), **ingest_cfg})
-    home.settings = home.settings.model_copy(update={"ingest": cfg})
+    cfg = IngestSettings.validate({**home.settings.ingest.to_dict(), **ingest_cfg})
+    home.settings = home.settings.replace(ingest=cfg)
     return home
 
 
