@@ -2,9 +2,10 @@
 
 from typing import TYPE_CHECKING
 
-from runtime_facts.environment import tune_allocator
+from runtime_facts.environment import limit_blas_threads, tune_allocator
 
-tune_allocator()  # before polars loads: see runtime_facts.environment
+tune_allocator()  # before polars and numpy load: see runtime_facts.environment
+limit_blas_threads()
 
 if TYPE_CHECKING:  # at run time both are computed on first use, see __getattr__
     from runtime_facts.analyst.query import read_table as read_table

@@ -49,3 +49,18 @@ def tune_allocator() -> None:
     if any(name in sys.modules for name in _NATIVE):
         return
     os.environ.setdefault("_RJEM_MALLOC_CONF", MALLOC_CONF)
+
+
+# numpy's OpenBLAS starts a thread per core when numpy loads, and those threads spin while
+# they wait. Nothing here multiplies matrices (the graph searches are integer numpy and
+# scipy.sparse), so they only took CPU from the prepare threads: ~0.1 CPU-s and ~3 % of the
+# 2M-event ingest's wall time on 2 cores (docs/benchmarks.md, "Speed v2, eighth step").
+BLAS_THREADS = "1"
+
+
+def limit_blas_threads() -> None:
+    """One OpenBLAS thread unless the operator set `OPENBLAS_NUM_THREADS`, or numpy (or a
+    native library that may run threads) is loaded already."""
+    if any(name in sys.modules for name in (*_NATIVE, "numpy")):
+        return
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", BLAS_THREADS)

@@ -20,6 +20,7 @@ ALLOWED = {
     ("runtime_facts/demo_airflow.py", "configure"),  # the demo, before it stages anything
     ("runtime_facts/environment.py", "reserve_airflow_context"),  # start-up, by design
     ("runtime_facts/environment.py", "tune_allocator"),  # at import, before native libraries
+    ("runtime_facts/environment.py", "limit_blas_threads"),  # at import, before numpy
 }
 _WRITES = {"update", "setdefault", "pop", "popitem", "clear"}
 

@@ -10,7 +10,8 @@ from runtime_facts.environment import MALLOC_CONF
 
 
 def _python(code: str, **env: str | None) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    unset = {"_RJEM_MALLOC_CONF", *(k for k, v in env.items() if v is None)}
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
     environ.update({k: v for k, v in env.items() if v is not None})
     return subprocess.run(
         [sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True
@@ -40,3 +41,20 @@ def test_polars_allocator_takes_the_default_without_complaint() -> None:
     )
     assert run.stdout.strip() == "7"
     assert "jemalloc" not in run.stderr
+
+
+def test_openblas_gets_one_thread_unless_the_operator_chose() -> None:
+    """OpenBLAS starts its extra threads when numpy loads: none with one thread."""
+    show = (
+        "import os\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "import runtime_facts, numpy\n"
+        "print(len(os.listdir('/proc/self/task')) - before)"
+    )
+    assert _python(show, OPENBLAS_NUM_THREADS=None).stdout.strip() == "0"
+    assert _python(show, OPENBLAS_NUM_THREADS="2").stdout.strip() == "1"
+
+
+def test_openblas_is_left_alone_once_numpy_is_loaded() -> None:
+    show = "import os, numpy, runtime_facts; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    assert _python(show, OPENBLAS_NUM_THREADS=None).stdout.strip() == "None"
