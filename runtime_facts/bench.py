@@ -188,6 +188,7 @@ def run_bench(cfg: BenchConfig, log: Any = print) -> BenchResult:
             cfg, scratch, subjects=cfg.growth_subjects, compact_every=cfg.growth_compact_every
         )
         result.figures["rss"] = _rss(cfg, scratch)
+        result.figures["startup"] = _startup(cfg, scratch)
     result.figures["lattice"] = _lattice(cfg)
     base = statistics.median(result.baseline_seconds)
     prod = statistics.median(result.product_seconds)
@@ -250,6 +251,41 @@ def _growth(
         "command_fixed_s": round(fixed, 4),
         "ratio_whole_command": round((fixed + last) / (fixed + first), 3),
     }
+
+
+# The first run ingests one clean batch and names the heavy modules its path imported.
+_IMPORTS = """
+import json, sys
+from runtime_facts.cli.main import main
+out = sys.argv[2]
+sys.argv = ["runtime-facts", "ingest", "--home", sys.argv[1], "--json"]
+try:
+    main()
+except SystemExit as exit:
+    heavy = ("polars", "numpy", "pyarrow", "pydantic", "duckdb", "deltalake")
+    with open(out, "w") as handle:
+        json.dump(sorted(name for name in heavy if name in sys.modules), handle)
+    if exit.code:
+        raise
+"""
+
+
+def _startup(cfg: BenchConfig, scratch: Path) -> dict[str, Any]:
+    """`runtime-facts ingest` with nothing pending (a scheduled run that finds no new batch),
+    the bare interpreter, and the heavy modules a clean batch's ingest imports."""
+    files = _dataset(cfg, events=cfg.rss_events, per_chunk=cfg.rss_events, seed=4)
+    home = scratch / "startup"
+    _child(_STAGE, str(home), *map(str, files[:1]))
+    with tempfile.NamedTemporaryFile(prefix="rf-imports-", suffix=".json") as out:
+        _child(_IMPORTS, str(home), out.name)
+        imported = json.loads(Path(out.name).read_text())
+    runs = max(3, cfg.repeats + 2)
+    return {
+        "nothing_pending_s": round(statistics.median(
+            _child(_INGEST, str(home))[0] for _ in range(runs)), 4),
+        "interpreter_s": round(statistics.median(_child("pass")[0] for _ in range(runs)), 4),
+        "clean_batch_imports": imported,
+    }  # fmt: skip
 
 
 def _rss(cfg: BenchConfig, scratch: Path) -> dict[str, float]:

@@ -71,11 +71,13 @@ for register in (ingest.register, ops.register, analyst.register, tools.register
 
 def main() -> None:
     """Entry point: structured logs when asked for, exit 1 for an unexpected error."""
-    if os.environ.get("RUNTIME_FACTS__LOG__FORMAT") or os.environ.get("RUNTIME_FACTS__LOG__LEVEL"):
-        from runtime_facts.logs import configure_logging
-
-        configure_logging()  # structured logs on stderr when an operator asks for them
     try:
+        if os.environ.get("RUNTIME_FACTS__LOG__FORMAT") or os.environ.get(
+            "RUNTIME_FACTS__LOG__LEVEL"
+        ):
+            from runtime_facts.logs import configure_logging
+
+            configure_logging()  # structured logs on stderr when an operator asks for them
         app()
     except RuntimeFactsError as exc:  # pragma: no cover - commands report their own
         console(stderr=True).print(str(exc), highlight=False, markup=False)

@@ -101,7 +101,7 @@ def bench_cmd(
         return
     f = result.figures
     growth, rss, lattice = f["growth"], f["rss"], f["lattice"]
-    spread = f["growth_subjects"]
+    spread, startup = f["growth_subjects"], f["startup"]
     table = Table("figure", "value", title=f"{result.events:,} events in {result.batches} batches")
     for name, value in [
         ("baseline (DuckDB) median", f"{f['baseline_median_s']} s"),
@@ -116,6 +116,9 @@ def bench_cmd(
          f"{growth['ratio_whole_command']}x (fixed cost {growth['command_fixed_s']} s)"),
         (f"the same over {spread['subjects']} subjects, compacted",
          f"{spread['ratio_last_over_first']}x"),
+        ("start-up: ingest with nothing pending",
+         f"{startup['nothing_pending_s']} s (interpreter alone {startup['interpreter_s']} s)"),
+        ("imported for a clean batch", ", ".join(startup["clean_batch_imports"]) or "none"),
         ("peak RSS by batch count",
          ", ".join(f"{k.split('_')[3]} batches: {v} MiB" for k, v in rss.items())),
         ("lattice 1x / 2x graph", f"{lattice['small_s']} s / {lattice['large_s']} s "

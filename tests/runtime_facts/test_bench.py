@@ -22,3 +22,7 @@ def test_quick_bench_produces_every_figure() -> None:
         "peak_rss_mib_4_batches",
     }
     assert figures["lattice"]["large_s"] > 0
+    startup = figures["startup"]
+    assert 0 < startup["interpreter_s"] < startup["nothing_pending_s"]
+    # the batch's path imports what it folds and writes with (a clean batch was ingested)
+    assert {"deltalake", "polars"} <= set(startup["clean_batch_imports"])
