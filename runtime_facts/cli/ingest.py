@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +14,8 @@ from runtime_facts.cli.common import HomeOpt, JsonOpt, escape, handles_errors, i
 from runtime_facts.errors import ExitCode, NotFoundError, Reason, UsageError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from runtime_facts.home import Home
 
 _DIGEST_RE = re.compile(r"^(?:cas://reachability/runtime/)?([0-9a-f]{64})$")
@@ -94,8 +98,6 @@ def ingest_cmd(
     Example: runtime-facts ingest --tenant acme  ·  runtime-facts ingest --from ./kit  ·
     runtime-facts ingest --retry 3f5c…
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from runtime_facts.pipeline.ingest import ingest
     from runtime_facts.pipeline.outcomes import BatchOutcome
     from runtime_facts.pipeline.prepare import discover_pending
@@ -114,19 +116,10 @@ def ingest_cmd(
         todo = retry_digests(h, retry)
     else:
         todo = [] if from_kit is not None else discover_pending(h, tenant)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=st.err,
-        disable=quiet or not todo or not is_tty(),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("ingesting", total=len(todo))
+    with _progress(st.err, len(todo), shown=bool(todo) and not quiet and is_tty()) as advance:
 
         def tick(outcome: BatchOutcome) -> None:
-            progress.advance(task)
+            advance()
             if outcome.status == "rejected" and not quiet:
                 st.err.print(
                     f"[yellow]rejected[/] {outcome.batch_sha256} "
@@ -165,6 +158,21 @@ def ingest_cmd(
             highlight=False,
         )
     raise typer.Exit(ExitCode.REJECTED if summary.rejected else ExitCode.OK)
+
+
+@contextlib.contextmanager
+def _progress(console: Console, total: int, *, shown: bool) -> Iterator[Callable[[], None]]:
+    """A transient progress bar on stderr, or nothing (rich.progress is imported only then)."""
+    if not shown:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("ingesting", total=total)
+        yield lambda: progress.advance(task)
 
 
 @handles_errors

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from runtime_facts.cli.ingest import _progress
 from runtime_facts.config import Settings
 from runtime_facts.home import Home
 from tests.runtime_facts.cli.conftest import SUBJECT, Cli, write_batch
@@ -117,3 +122,27 @@ def test_strict_overrides_a_partial_setting_for_one_run(
     assert cli("ingest", "--strict").code == 3
     doc = json.loads(cli("--json", "ingest", "--retry", sha).out)  # the setting applies again
     assert (doc["accepted"], doc["rejected_lines"]) == (1, 1)
+
+
+# The progress bar: drawn on a terminal, and rich.progress not imported when not shown.
+def test_the_bar_advances_on_a_terminal() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80)
+    with _progress(console, 3, shown=True) as advance:
+        for _ in range(3):
+            advance()
+        console.file.flush()
+    assert "ingesting" in out.getvalue()
+
+
+def test_no_bar_costs_no_import() -> None:
+    code = (
+        "import sys\n"
+        "from rich.console import Console\n"
+        "from runtime_facts.cli.ingest import _progress\n"
+        "with _progress(Console(), 3, shown=False) as advance:\n"
+        "    advance()\n"
+        "print('rich.progress' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False"
