@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import polars as pl
-import pyarrow as pa
 
 from transforms.duck import offline_connection
 from transforms.errors import Reason, TransformError
 from transforms.schema import BATCH_ROW_SCHEMA, FACT_KEY, FACT_SCHEMA, INT64_MAX, SUBJECT
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _SUMS = ("hit_count", "event_count", "batch_count")
 SUMMARY_COLUMNS = (*FACT_KEY, "batch_sha256", "hit_count", "event_count",
@@ -72,6 +75,8 @@ def summarize_batch_stream(stream: pa.RecordBatchReader) -> StreamSummary:
     Returns:
         The per-key summary (as `summarize_batch_rows`), the number of batches and of rows.
     """
+    import pyarrow as pa  # only a fold that reads the change feed needs it
+
     batches = (pa.record_batch(b) for b in stream)  # pyarrow's, or deltalake's arro3 ones
     first = next((b for b in batches if b.num_rows), None)
     if first is None:  # nothing in the range (a table's creation, another tenant's commits)

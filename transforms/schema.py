@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import polars as pl
-import pyarrow as pa
 
 KEY = ["symbol_id", "code_id", "loader_base"]
 SUBJECT = ["tenant", "callgraph_id", "subject_key"]
@@ -17,25 +16,6 @@ KNOWN_FIELDS = frozenset(
         "observedAt", "timestamp",
     }
 )  # fmt: skip
-
-ARROW_EVENT_SCHEMA = pa.schema(
-    [
-        ("symbolId", pa.string()),
-        ("hitCount", pa.int64()),
-        ("codeId", pa.string()),
-        ("loaderBase", pa.string()),
-        ("process", pa.struct([("id", pa.int64()), ("name", pa.string())])),
-        ("processId", pa.int64()),
-        ("processName", pa.string()),
-        ("socketAddress", pa.string()),
-        ("containerId", pa.string()),
-        ("evidenceUri", pa.string()),
-        ("purl", pa.string()),
-        ("buildId", pa.string()),
-        ("observedAt", pa.string()),
-        ("timestamp", pa.string()),
-    ]
-)
 
 # The frame both validation paths build before the shared field rules run.
 RAW_SCHEMA: dict[str, pl.DataType] = {

@@ -26,7 +26,6 @@ from transforms.dedupe import dedupe_events
 from transforms.diagnose import Limits, diagnose_lines
 from transforms.errors import Reason
 from transforms.schema import (
-    ARROW_EVENT_SCHEMA,
     EVENT_COLUMNS,
     KNOWN_FIELDS,
     REJECTION_SCHEMA,
@@ -50,6 +49,26 @@ _ARROW_MAX_OPENERS = 256  # Arrow's JSON parser recurses: ~20,000 nested bracket
 _ARROW_JSON_LOCK = threading.Lock()
 
 __all__ = ["DedupedBatch", "Limits", "ValidationResult", "validate_deduped", "validate_events"]
+
+# The known fields as the exact path's Arrow reader is told to type them.
+ARROW_EVENT_SCHEMA = pa.schema(
+    [
+        ("symbolId", pa.string()),
+        ("hitCount", pa.int64()),
+        ("codeId", pa.string()),
+        ("loaderBase", pa.string()),
+        ("process", pa.struct([("id", pa.int64()), ("name", pa.string())])),
+        ("processId", pa.int64()),
+        ("processName", pa.string()),
+        ("socketAddress", pa.string()),
+        ("containerId", pa.string()),
+        ("evidenceUri", pa.string()),
+        ("purl", pa.string()),
+        ("buildId", pa.string()),
+        ("observedAt", pa.string()),
+        ("timestamp", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)

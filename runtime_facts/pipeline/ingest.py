@@ -13,7 +13,7 @@ from typing import Any
 
 from runtime_facts.home import Home
 from runtime_facts.pipeline.commit import commit_batches
-from runtime_facts.pipeline.fold import fold_pending
+from runtime_facts.pipeline.fold import fold_pending, pending_recompute
 from runtime_facts.pipeline.ledger import sync_receipts
 from runtime_facts.pipeline.outcomes import (
     BatchOutcome,
@@ -88,7 +88,9 @@ def ingest(
         result = fold_pending(home, clock())
         summary.facts_version = result.facts_version
         summary.touched_subjects = result.subjects
-        if recompute:
+        # Nothing folded now or left unscored by an interrupted run: the scorer (numpy, the
+        # lattice) is not even loaded.
+        if recompute and (result.subjects or pending_recompute(home)):
             from runtime_facts.pipeline.score import recompute_touched
 
             changed = recompute_touched(home, result.subjects, clock(), result.folded)

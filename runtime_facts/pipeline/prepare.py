@@ -33,7 +33,6 @@ from runtime_facts.subject import SubjectContext
 from runtime_facts.tracing import batch_span
 from transforms.decompress import gunzip_scratch
 from transforms.dedupe import build_batch_rows
-from transforms.validate import Limits, validate_deduped
 
 CAS_MISSES_LOG = ("metrics", "cas_misses.log")
 _MISS_HINT = "re-stage the batch (runtime-facts cas put) or restore the CAS; the task retries"
@@ -74,6 +73,9 @@ def prepare_batch(
 
 
 def _prepare(home: Home, sha: str, opts: IngestOptions, clock: Clock) -> Prepared:
+    # numpy, pyarrow and the kernel load with the first batch: a run with none goes without.
+    from transforms.validate import Limits, validate_deduped
+
     cfg = home.settings.ingest
     sealed_mode = opts.sealed_mode(cfg)
     prepared = Prepared(sha=sha, source=opts.source, started_at=clock())
@@ -221,9 +223,11 @@ def iter_prepared(
     (its scratch mapping, its grouper) goes with it, before the consumer's last commits.
     """
     window_size = 2 * max(1, workers) + max(0, ahead)
+    todo = list(shas)
+    if todo:
+        import transforms.validate  # noqa: F401  (loaded here once, not by two workers at once)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix=WORKER_NAME) as pool:
         window: list[Future[Prepared]] = []
-        todo = list(shas)
         for n, sha in enumerate(todo, 1):
             window.append(pool.submit(prepare_batch, home, sha, options, clock=clock))
             if n == len(todo):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
+from arro3.core import Table
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
@@ -128,9 +128,9 @@ ALL_TABLES: dict[str, dict[str, pl.DataType]] = {**TABLES, **RECENT_TABLES}
 def file_actions(table: DeltaTable) -> pl.DataFrame:
     """The table's live files, one row each: path, size, row count, partition values and
     per-column min/max statistics (``min.<column>``, ``max.<column>``)."""
-    actions = pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
-    assert isinstance(actions, pl.DataFrame)
-    return actions
+    # deltalake hands over Arrow through the C stream interface: polars takes it without
+    # pyarrow (and numpy, which pyarrow imports), which a run with nothing to do never loads.
+    return pl.DataFrame(table.get_add_actions(flatten=True))
 
 
 def scan_table(
@@ -153,8 +153,7 @@ def scan_table(
     `files` (some of `table.file_uris()`) reads only those; `file_column` adds a column of
     each row's file, as `file_uris()` names it.
     """
-    empty = pl.from_arrow(pa.schema(table.schema().to_arrow()).empty_table())
-    assert isinstance(empty, pl.DataFrame)
+    empty = pl.DataFrame(Table.from_batches([], schema=table.schema().to_arrow()))
     full, columns = empty.schema, empty.columns
     partitions = set(table.metadata().partition_columns)
     predicate = None if tenant is None else [("tenant", "=", tenant)]

@@ -146,3 +146,25 @@ def test_no_bar_costs_no_import() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
+
+
+def test_a_run_with_nothing_pending_loads_no_batch_machinery(
+    cli: Cli, home_dir: Path, tmp_path: Path
+) -> None:
+    """A scheduled run that finds no new batch still folds and publishes, without numpy,
+    pyarrow or the scorer: the start-up `make bench` reports."""
+    _stage(cli, write_batch(tmp_path / "b.ndjson.gz"))
+    assert cli("ingest").code == 0
+    code = (
+        "import sys\n"
+        "from runtime_facts.cli.main import main\n"
+        f"sys.argv = ['runtime-facts', 'ingest', '--home', {str(home_dir)!r}, '--json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exit:\n"
+        "    heavy = ('numpy', 'pyarrow', 'runtime_facts.pipeline.score', 'rich.progress')\n"
+        "    print([m for m in heavy if m in sys.modules], exit.code, file=sys.stderr)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stderr.strip().splitlines()[-1] == "[] 0"
+    assert json.loads(run.stdout)["batches"] == 0
